@@ -1,0 +1,90 @@
+"""Translation of driver exceptions into the ports' contract errors, by SQLSTATE class."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Final
+
+from sqlalchemy import exc as sa_exc
+
+from ports.errors import (
+    DatabaseUnavailableError,
+    DataIntegrityError,
+    HexError,
+    InfrastructureError,
+    QueryTimeoutError,
+    ReadOnlyViolationError,
+    TransactionConflictError,
+)
+
+# SQLSTATE classes and codes that mean the server or the way to it failed, not the request.
+_UNAVAILABLE_CLASSES: Final = ("08", "53", "57P", "58")
+_CONFLICT_CODES: Final = frozenset({"40001", "40P01"})
+_TIMEOUT_CODES: Final = frozenset({"57014", "55P03", "25P03"})  # canceled, lock timeout, idle-in-tx
+_READ_ONLY_CODE: Final = "25006"
+_INTEGRITY_CLASS: Final = "23"
+_LOGIN_CLASSES: Final = ("28", "3D")  # bad credentials, unknown database: not retryable
+
+
+def sqlstate_of(error: BaseException) -> str | None:
+    """The SQLSTATE carried anywhere in ``error``'s cause chain, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return None
+
+
+def _is_connection_failure(error: BaseException) -> bool:
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    chain: list[BaseException] = [error]
+    if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, BaseException):
+        chain.append(error.orig)
+    chain.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+    names = {type(e).__name__ for e in chain}
+    return any(isinstance(e, OSError | socket.gaierror | ConnectionError | EOFError) for e in chain) or bool(
+        names & {"ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"}
+    )
+
+
+def translate(error: BaseException, *, target: str) -> HexError:
+    """The contract error for a driver error raised while talking to ``target``.
+
+    Messages name the target and the SQLSTATE, never the DSN. Unknown errors become a plain
+    ``HexError`` so that the application layer still never sees a driver exception.
+    """
+    if isinstance(error, HexError):
+        return error
+    code = sqlstate_of(error)
+    detail = f"{target}: {type(error).__name__}" + (f" (SQLSTATE {code})" if code else "")
+    if code in _CONFLICT_CODES:
+        return TransactionConflictError(f"transaction rolled back by the server on {detail}")
+    if code in _TIMEOUT_CODES:
+        return QueryTimeoutError(f"statement timed out and was cancelled on {detail}")
+    if code == _READ_ONLY_CODE:
+        return ReadOnlyViolationError(f"write attempted in a read-only unit of work on {detail}")
+    if code is not None and code.startswith(_INTEGRITY_CLASS):
+        return DataIntegrityError(f"constraint violated on {detail}: {_first_line(error)}")
+    if (code is not None and code.startswith(_UNAVAILABLE_CLASSES)) or _is_connection_failure(error):
+        return DatabaseUnavailableError(f"database unavailable: {detail}")
+    if isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return QueryTimeoutError(f"timed out talking to {detail}")
+    if code is not None and code.startswith(_LOGIN_CLASSES):
+        return InfrastructureError(f"cannot log in or open the database on {detail}")
+    if code is not None:
+        return HexError(f"database error on {detail}: {_first_line(error)}")
+    return InfrastructureError(f"unexpected driver error on {detail}")
+
+
+def _first_line(error: BaseException) -> str:
+    # The server's own message (constraint name, column) without SQLAlchemy's appended SQL and
+    # parameters, which could carry user data into logs.
+    orig = getattr(error, "orig", None) or error
+    return str(orig).splitlines()[0][:300] if str(orig) else type(orig).__name__

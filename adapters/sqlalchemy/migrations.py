@@ -1,0 +1,65 @@
+"""Alembic migrations through the writer adapter, serialised by a PostgreSQL advisory lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from ports.connection_provider import Intent
+
+#: Arbitrary but fixed: every instance of the service must agree on it.
+MIGRATION_LOCK_KEY: Final = 0x68657821  # "hex!"
+PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(root: Path = PROJECT_ROOT) -> Config:
+    """The project's Alembic configuration (scripts in ``alembic/`` beside ``alembic.ini``)."""
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
+    return config
+
+
+async def migrate(
+    provider: SqlAlchemyConnectionProvider, *, revision: str = "head", downgrade: bool = False
+) -> None:
+    """Upgrade (or downgrade) the writer's schema to ``revision`` while holding the migration lock.
+
+    Two instances starting at once both call this; the second waits for the first and then finds
+    nothing left to do. Statement and lock timeouts are lifted for the session, since a migration
+    may legitimately run long, and restored before the connection returns to the pool.
+    """
+    config = alembic_config()
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        if downgrade:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+
+    async with provider.connection(Intent.WRITE) as connection:
+        await connection.execute(text("SET lock_timeout = 0"))
+        await connection.execute(text("SET statement_timeout = 0"))
+        await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        await connection.commit()
+        try:
+            await connection.run_sync(run)
+            await connection.commit()
+        finally:
+            await connection.rollback()
+            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            await connection.execute(text("RESET ALL"))
+            await connection.commit()
+
+
+async def current_revision(provider: SqlAlchemyConnectionProvider) -> str | None:
+    """The revision the writer's schema is at, or ``None`` before the first migration."""
+    async with provider.connection(Intent.WRITE) as connection:
+        return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())

@@ -1,0 +1,137 @@
+"""SQLAlchemy Core repositories of the ledger, bound to one unit of work's connection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Executable, func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Result
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.sqlalchemy.errors import translate
+from adapters.sqlalchemy.tables import accounts, entries, transfers
+from domain.ledger import Account, AccountId, Entry, EntryKind, Transfer, TransferId
+from ports.account_repository import AccountRepository
+from ports.transfer_repository import TransferRepository
+
+T = TypeVar("T")
+
+
+class _Repository:
+    def __init__(self, connection: AsyncConnection, *, target: str) -> None:
+        self._connection = connection
+        self._target = target
+
+    async def _run(self, statement: Executable) -> Result[Any]:
+        return await self._guarded(self._connection.execute(statement))
+
+    async def _guarded(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except (sa_exc.DBAPIError, OSError) as exc:
+            raise translate(exc, target=self._target) from exc
+
+
+class SqlAlchemyAccountRepository(_Repository, AccountRepository):
+    """Accounts in the ``accounts`` table; locking is ``SELECT ... ORDER BY id FOR UPDATE``."""
+
+    async def add(self, account: Account) -> None:
+        await self._run(accounts.insert().values(id=account.id, owner=account.owner, balance=account.balance))
+
+    async def get(self, account_id: AccountId) -> Account | None:
+        result = await self._run(
+            select(accounts.c.id, accounts.c.owner, accounts.c.balance).where(accounts.c.id == account_id)
+        )
+        row = result.one_or_none()
+        return None if row is None else Account(AccountId(row.id), row.owner, row.balance)
+
+    async def lock(self, account_ids: Sequence[AccountId]) -> dict[AccountId, Account]:
+        # Locking in id order is what keeps two opposite transfers from deadlocking.
+        statement = (
+            select(accounts.c.id, accounts.c.owner, accounts.c.balance)
+            .where(accounts.c.id.in_(sorted(set(account_ids))))
+            .order_by(accounts.c.id)
+            .with_for_update()
+        )
+        rows = (await self._run(statement)).all()
+        return {AccountId(r.id): Account(AccountId(r.id), r.owner, r.balance) for r in rows}
+
+    async def save_balance(self, account: Account) -> None:
+        await self._run(accounts.update().where(accounts.c.id == account.id).values(balance=account.balance))
+
+    async def total_balance(self) -> int:
+        result = await self._run(select(func.coalesce(func.sum(accounts.c.balance), 0)))
+        return int(result.scalar_one())
+
+
+class SqlAlchemyTransferRepository(_Repository, TransferRepository):
+    """Transfers keyed by a unique idempotency key, and the append-only ``entries`` table."""
+
+    async def claim(self, transfer: Transfer) -> Transfer | None:
+        # ON CONFLICT DO NOTHING waits for a concurrent holder of the key to finish, so a
+        # duplicate request arriving mid-flight sees the winner's committed row afterwards.
+        statement = (
+            insert(transfers)
+            .values(
+                id=transfer.id,
+                idempotency_key=transfer.idempotency_key,
+                source_id=transfer.source,
+                destination_id=transfer.destination,
+                amount=transfer.amount,
+            )
+            .on_conflict_do_nothing(index_elements=[transfers.c.idempotency_key])
+            .returning(transfers.c.id)
+        )
+        if (await self._run(statement)).first() is not None:
+            return None
+        existing = await self._run(
+            select(transfers).where(transfers.c.idempotency_key == transfer.idempotency_key)
+        )
+        row = existing.one()
+        return Transfer(
+            TransferId(row.id),
+            row.idempotency_key,
+            None if row.source_id is None else AccountId(row.source_id),
+            AccountId(row.destination_id),
+            row.amount,
+        )
+
+    async def add_entries(self, transfer: Transfer) -> None:
+        rows = [
+            {
+                "account_id": e.account_id,
+                "transfer_id": e.transfer_id,
+                "kind": e.kind.value,
+                "amount": e.amount,
+            }
+            for e in transfer.entries()
+        ]
+        await self._guarded(self._connection.execute(entries.insert(), rows))
+
+    async def entries_for(self, account_id: AccountId, *, limit: int) -> list[Entry]:
+        statement = (
+            select(
+                entries.c.account_id,
+                entries.c.transfer_id,
+                entries.c.kind,
+                entries.c.amount,
+                entries.c.created_at,
+            )
+            .where(entries.c.account_id == account_id)
+            .order_by(entries.c.id.desc())
+            .limit(limit)
+        )
+        rows = (await self._run(statement)).all()
+        return [
+            Entry(
+                AccountId(r.account_id), TransferId(r.transfer_id), EntryKind(r.kind), r.amount, r.created_at
+            )
+            for r in rows
+        ]
+
+    async def entries_total(self) -> int:
+        result = await self._run(select(func.coalesce(func.sum(entries.c.amount), 0)))
+        return int(result.scalar_one())

@@ -1,0 +1,69 @@
+"""structlog configuration: JSON or console lines, correlation IDs from contextvars, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final, Literal, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+_MASK: Final = "***"
+# user:password@ in any URL-looking text, the shape a driver error echoing a DSN takes.
+_DSN_PASSWORD: Final = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s]+)@", re.I)
+
+
+class SecretScrubber:
+    """A last line of defence: replace every known secret, and any DSN password, in every value."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _MASK)
+        return _DSN_PASSWORD.sub(rf"\g<scheme>:{_MASK}@", text)
+
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = self.scrub(value)
+            elif isinstance(value, BaseException):
+                event[key] = self.scrub(f"{type(value).__name__}: {value}")
+        return event
+
+
+def configure_logging(
+    *,
+    output_format: Literal["json", "console"],
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> SecretScrubber:
+    """Configure structlog for the process; returns the scrubber so callers can mask their own output."""
+    scrubber = SecretScrubber(secrets)
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if output_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            scrubber,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    return scrubber

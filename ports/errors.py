@@ -1,0 +1,93 @@
+"""Errors of the ports' contracts.
+
+Every error alchemy-hex raises derives from :class:`HexError`. Adapters translate driver
+exceptions into these at their edge (``raise ... from exc``), so the application layer never
+catches a SQLAlchemy or asyncpg exception. Domain rule violations live in ``domain.errors``.
+"""
+
+from __future__ import annotations
+
+
+class HexError(Exception):
+    """Root of every error raised by alchemy-hex outside the domain."""
+
+    #: Whether running the same work again in a fresh transaction may succeed.
+    retryable: bool = False
+
+
+class ConfigurationError(HexError):
+    """A setting is missing or invalid; the message names the field and never a secret."""
+
+
+class InfrastructureError(HexError):
+    """The database or the way to it failed; the only kind of failure a circuit breaker counts."""
+
+
+class DatabaseUnavailableError(InfrastructureError):
+    """No connection could be made or it was lost (refused, reset, server shutting down, too many)."""
+
+    retryable = True
+
+
+class PoolTimeoutError(InfrastructureError):
+    """No connection became free within the acquire timeout; the message carries the pool state."""
+
+    retryable = True
+
+
+class PoolQueueFullError(InfrastructureError):
+    """The bounded queue of requests waiting for a connection is full; rejected at once."""
+
+    retryable = True
+
+
+class QueryTimeoutError(InfrastructureError):
+    """A statement ran past its timeout and was cancelled on the server."""
+
+
+class TransactionConflictError(HexError):
+    """The server rolled the whole transaction back (serialization failure, deadlock); safe to run again.
+
+    Not an infrastructure failure: the server is healthy and answered, so a burst of conflicts
+    under contention must not open the writer's circuit.
+    """
+
+    retryable = True
+
+
+class CommitOutcomeUnknownError(InfrastructureError):
+    """The connection failed while COMMIT was in flight: the transaction may or may not have applied."""
+
+
+class CircuitOpenError(HexError):
+    """Calls to a target are refused without trying because its circuit breaker is open."""
+
+    def __init__(self, target: str, retry_after_s: float) -> None:
+        super().__init__(f"circuit for {target!r} is open; retry after {retry_after_s:.3f}s")
+        self.target = target
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitExceededError(HexError):
+    """The rate limiter refused the call; ``retry_after_s`` says when a token will be there."""
+
+    def __init__(self, key: str, retry_after_s: float) -> None:
+        super().__init__(f"rate limit for {key!r} exceeded; retry after {retry_after_s:.3f}s")
+        self.key = key
+        self.retry_after_s = retry_after_s
+
+
+class NoHealthyReplicaError(HexError):
+    """A read needed a replica, none was usable and falling back to the writer is switched off."""
+
+
+class ShuttingDownError(HexError):
+    """The provider is closing and admits no new work."""
+
+
+class ReadOnlyViolationError(HexError):
+    """A write was attempted inside a read-only unit of work."""
+
+
+class DataIntegrityError(HexError):
+    """The database refused data that breaks a constraint (unique, check, foreign key)."""

@@ -1,0 +1,51 @@
+"""Structured logs: JSON lines with correlation IDs, and secrets scrubbed from every value."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from adapters.structlog.logging import SecretScrubber, configure_logging
+from app.correlation import correlation_scope
+
+SECRET = "Tr0ub4dor-and-3"
+
+
+def test_json_lines_carry_the_bound_correlation_id() -> None:
+    stream = io.StringIO()
+    configure_logging(output_format="json", level="info", stream=stream)
+    try:
+        with correlation_scope("abc123"):
+            structlog.get_logger().warning("pool.exhausted", target="writer")
+    finally:
+        structlog.reset_defaults()
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "pool.exhausted"
+    assert line["correlation_id"] == "abc123"
+    assert line["target"] == "writer"
+
+
+def test_known_secrets_and_dsn_passwords_are_scrubbed_everywhere() -> None:
+    stream = io.StringIO()
+    configure_logging(output_format="json", secrets=[SECRET], stream=stream)
+    try:
+        log = structlog.get_logger()
+        log.error("connection.failed", dsn=f"postgresql://app:{SECRET}@db/x", note=f"pw={SECRET}")
+        log.error("driver.echo", error=ValueError("postgresql://other:hunter22@db/x refused"))
+        try:
+            raise RuntimeError(f"boom {SECRET}")
+        except RuntimeError:
+            log.exception("crash")
+    finally:
+        structlog.reset_defaults()
+    output = stream.getvalue()
+    assert SECRET not in output
+    assert "hunter22" not in output
+    assert "app:***@db" in output
+
+
+def test_the_scrubber_masks_the_longest_secret_first() -> None:
+    scrubber = SecretScrubber(["abc", "abcdef"])
+    assert scrubber.scrub("xabcdefx") == "x***x"
