@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +90,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         pre_ping: bool = True,
         replica_eject_s: float = 5.0,
         application_name: str = "alchemy-hex",
+        target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         server_settings = {
