@@ -11,9 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+import structlog
 
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.migrations import migrate
@@ -23,6 +27,8 @@ from container import Container, create_container, setup_logging, start_resource
 from domain.errors import DomainError
 from ports.errors import ConfigurationError, HexError
 from settings import Settings, load_settings
+
+log = structlog.get_logger("cli")
 
 
 @contextlib.contextmanager
@@ -96,6 +102,7 @@ async def _demo(container: Container, args: argparse.Namespace) -> dict[str, Any
         get_balance=container.get_balance(),
         audit=container.audit_ledger(),
         settle=container.connection_provider().wait_for_replay,
+        stop=_stop_on_signals(),
     )
     plan = WorkloadPlan(accounts=args.accounts, workers=args.workers, duration_s=args.seconds)
     show = not args.json and sys.stderr.isatty()
@@ -105,7 +112,21 @@ async def _demo(container: Container, args: argparse.Namespace) -> dict[str, Any
     finally:
         if progress is not None:
             progress.cancel()
-    return _summary(container, report)
+    return _summary(container, report) | {"acknowledged_keys": report.progress.acknowledged}
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the workload stops taking new work and drains."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def request_stop(name: str) -> None:
+        log.warning("shutdown.requested", signal=name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum.name)
+    return stop
 
 
 async def _show_progress(workload: LedgerWorkload) -> None:
@@ -173,7 +194,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for pool in summary["pools"]:
         print(
             f"pool        {pool['target']:<10} size={pool['size']} in_use={pool['in_use']} "
-            f"idle={pool['idle']} checkouts={pool['checkouts']} timeouts={pool['timeouts']} in_recovery={pool['in_recovery']}"
+            f"idle={pool['idle']} checkouts={pool['checkouts']} timeouts={pool['timeouts']} "
+            f"in_recovery={pool['in_recovery']}"
         )
     verdict = "PASSED" if check["passed"] else "FAILED"
     print(
@@ -192,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--workers", type=int, default=16)
     demo.add_argument("--accounts", type=int, default=20)
+    demo.add_argument("--ack-file", help="write the idempotency key of every acknowledged transfer here")
     demo.add_argument(
         "--replicas", type=int, default=1, help="replicas of the embedded server (no DATABASE_URL)"
     )
@@ -224,6 +247,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         ):
             raise DomainError("demo needs 1-1000 workers, 1-10000 accounts and a positive duration")
         with embedded_database(settings, replicas=args.replicas if args.command == "demo" else 0) as ready:
+            if getattr(args, "ack_file", None):
+                # Created up front so that a crash before the end still leaves a file to read.
+                Path(args.ack_file).write_text("")
             result = asyncio.run(_with_container(ready, args.command, args))
     except (HexError, DomainError) as error:
         print(f"alchemy-hex: error: {scrubber.scrub(str(error))}", file=sys.stderr)
@@ -236,6 +262,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    acknowledged = result.pop("acknowledged_keys", [])
+    if getattr(args, "ack_file", None):
+        Path(args.ack_file).write_text("".join(f"{key}\n" for key in acknowledged))
     if args.command == "demo" and not args.json:
         _print_summary(result)
     else:

@@ -44,6 +44,11 @@ def build_connection_provider(database: DatabaseSettings) -> SqlAlchemyConnectio
         pre_ping=database.pre_ping,
         replica_eject_s=database.replica_eject_s,
         application_name=database.application_name,
+        max_waiting=database.max_waiting,
+        lifetime_jitter=database.lifetime_jitter,
+        pgbouncer=database.pgbouncer,
+        leak_detection_threshold_s=database.leak_detection_threshold_s,
+        stats_log_interval_s=database.stats_log_interval_s,
     )
 
 

@@ -85,6 +85,11 @@ class DatabaseSettings(_Group):
     isolation_level: Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"] = "READ COMMITTED"
     replica_eject_s: float = Field(default=5.0, gt=0)
     teardown_timeout_s: float = Field(default=10.0, gt=0)
+    max_waiting: int = Field(default=1000, ge=0)
+    lifetime_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    pgbouncer: bool = False
+    leak_detection_threshold_s: float | None = Field(default=None, gt=0)
+    stats_log_interval_s: float | None = Field(default=60.0, gt=0)
     application_name: str = Field(default="alchemy-hex", max_length=63)
 
 

@@ -44,6 +44,7 @@ class WorkloadProgress:
     failed: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     replays_applied_once: int = 0
+    acknowledged: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -77,6 +78,7 @@ class LedgerWorkload:
         get_balance: GetBalance,
         audit: AuditLedger,
         settle: Callable[[], Awaitable[object]],
+        stop: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open_account = open_account
@@ -85,6 +87,7 @@ class LedgerWorkload:
         self._get_balance = get_balance
         self._audit = audit
         self._settle = settle
+        self._stop = stop or asyncio.Event()
         self._clock = clock
         self.progress = WorkloadProgress()
 
@@ -112,7 +115,8 @@ class LedgerWorkload:
         self, accounts: list[AccountId], plan: WorkloadPlan, deadline: float, rng: random.Random
     ) -> None:
         last_key: tuple[str, AccountId, AccountId, int] | None = None
-        while self._clock() < deadline:
+        # A stop request (SIGTERM) ends the loop after the operation in flight, never inside one.
+        while self._clock() < deadline and not self._stop.is_set():
             if rng.random() < plan.read_share:
                 await self._count("read", self._get_balance(rng.choice(accounts)))
                 continue
@@ -129,6 +133,7 @@ class LedgerWorkload:
             if await self._count(
                 "transfer", self._transfer(source, destination, amount, idempotency_key=key)
             ):
+                self.progress.acknowledged.append(key)
                 last_key = (key, source, destination, amount)
 
     async def _count(self, kind: str, call: Awaitable[T]) -> T | None:

@@ -42,6 +42,16 @@ class TargetStats:
     timeouts: int
     connect_failures: int
     in_recovery: bool | None = None
+    opened: int = 0
+    closed: int = 0
+    lost: int = 0
+    served: int = 0
+    queued: int = 0
+    timed_out: int = 0
+    rejected: int = 0
+    wait_total_s: float = 0.0
+    wait_max_s: float = 0.0
+    usage_total_s: float = 0.0
 
     def describe(self) -> str:
         """One line for error messages: ``size=10 in_use=10 idle=0 waiting=3``."""

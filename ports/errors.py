@@ -91,3 +91,7 @@ class ReadOnlyViolationError(HexError):
 
 class DataIntegrityError(HexError):
     """The database refused data that breaks a constraint (unique, check, foreign key)."""
+
+
+class EventLoopMismatchError(HexError):
+    """A provider was used from an event loop other than the one it was started on."""

@@ -1,21 +1,23 @@
-"""``SqlAlchemyConnectionProvider``: one async engine per target, tracked checkouts, clean errors."""
+"""``SqlAlchemyConnectionProvider``: fair admission, tracked checkouts and clean errors per target."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from adapters.asyncio.admission_gate import AdmissionGate
+from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
+from adapters.sqlalchemy.targets import EngineOptions, Target, asyncpg_url, instrument, make_engine
 from ports.connection_provider import (
     WRITER,
     ConnectionProvider,
@@ -25,53 +27,22 @@ from ports.connection_provider import (
     ReplicaView,
     TargetStats,
 )
-from ports.errors import DatabaseUnavailableError, HexError, PoolTimeoutError, ShuttingDownError
+from ports.errors import DatabaseUnavailableError, EventLoopMismatchError, HexError, ShuttingDownError
 
+__all__ = ["SqlAlchemyConnectionProvider", "asyncpg_url"]
 log = structlog.get_logger(__name__)
-
-
-def asyncpg_url(dsn: str) -> URL:
-    """``dsn`` as a SQLAlchemy URL for the asyncpg driver, whatever postgres scheme it used."""
-    return make_url(dsn).set(drivername="postgresql+asyncpg")
-
-
-@dataclass(slots=True)
-class _Checkout:
-    target: str
-    started_at: float
-    task_name: str | None
-
-
-@dataclass(slots=True)
-class _Target:
-    name: str
-    role: str
-    engine: AsyncEngine
-    in_flight: int = 0
-    waiting: int = 0
-    checkouts: int = 0
-    timeouts: int = 0
-    connect_failures: int = 0
-    unhealthy_until: float = 0.0
-    in_recovery: bool | None = None
-    reads: int = 0
-
-
-@dataclass(slots=True)
-class _Counters:
-    reads_in_recovery: int = 0
-    writer_fallbacks: int = 0
-    checkouts: dict[int, _Checkout] = field(default_factory=dict)
 
 
 class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     """Connections to one writer and any number of replicas over SQLAlchemy's asyncpg dialect.
 
-    Every connection gets its server-side timeouts (``statement_timeout``,
-    ``idle_in_transaction_session_timeout``, ``lock_timeout``) at connect time, is pinged before
-    use, and is recycled after ``max_lifetime_s``. Every checkout is registered until it is
-    released, so the registry shrinks back to empty when the work is done. Replicas that fail to
-    connect are ejected for ``replica_eject_s`` seconds.
+    In front of each target's pool sits an :class:`AdmissionGate` (capacity ``pool_size +
+    max_overflow``, at most ``max_waiting`` queued, FIFO per priority, ``acquire_timeout_s``).
+    Every connection gets its server-side timeouts at connect time, is recycled after
+    ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, and every checkout is registered
+    until released (leaks past ``leak_detection_threshold_s`` are logged). Release survives
+    cancellation. The provider belongs to the event loop that first uses it; another loop gets
+    :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
     """
 
     def __init__(
@@ -81,59 +52,76 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         replica_urls: Sequence[str] = (),
         pool_size: int = 10,
         max_overflow: int = 5,
+        max_waiting: int = 1000,
         acquire_timeout_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         statement_timeout_s: float = 30.0,
         idle_in_transaction_timeout_s: float = 60.0,
         lock_timeout_s: float = 10.0,
         max_lifetime_s: float = 1800.0,
+        lifetime_jitter: float = 0.1,
         pre_ping: bool = True,
+        pgbouncer: bool = False,
         replica_eject_s: float = 5.0,
+        leak_detection_threshold_s: float | None = None,
+        monitor_interval_s: float = 1.0,
+        stats_log_interval_s: float | None = 60.0,
         application_name: str = "alchemy-hex",
         target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        server_settings = {
-            "statement_timeout": str(int(statement_timeout_s * 1000)),
-            "idle_in_transaction_session_timeout": str(int(idle_in_transaction_timeout_s * 1000)),
-            "lock_timeout": str(int(lock_timeout_s * 1000)),
-            "application_name": application_name,
-        }
-        engine_options: dict[str, Any] = {
-            "pool_size": pool_size,
-            "max_overflow": max_overflow,
-            "pool_timeout": acquire_timeout_s,
-            "pool_recycle": max_lifetime_s,
-            "pool_pre_ping": pre_ping,
-            "connect_args": {"timeout": connect_timeout_s, "server_settings": server_settings},
-        }
+        self._options = EngineOptions(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            connect_timeout_s=connect_timeout_s,
+            server_settings={
+                "statement_timeout": str(int(statement_timeout_s * 1000)),
+                "idle_in_transaction_session_timeout": str(int(idle_in_transaction_timeout_s * 1000)),
+                "lock_timeout": str(int(lock_timeout_s * 1000)),
+                "application_name": application_name,
+            },
+            max_lifetime_s=max_lifetime_s,
+            lifetime_jitter=lifetime_jitter,
+            pre_ping=pre_ping,
+            pgbouncer=pgbouncer,
+        )
         self._clock = clock
+        self._acquire_timeout_s = acquire_timeout_s
+        self._max_waiting = max_waiting
         self._replica_eject_s = replica_eject_s
+        self._monitor_interval_s = monitor_interval_s
+        self._stats_log_interval_s = stats_log_interval_s
+        self._registry = CheckoutRegistry(clock=clock, leak_detection_threshold_s=leak_detection_threshold_s)
         self._closing = False
         self._drained = asyncio.Event()
-        self._counters = _Counters()
-        self._targets: dict[str, _Target] = {
-            WRITER: self._make_target(WRITER, "writer", writer_url, engine_options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._reads_in_recovery = 0
+        self._writer_fallbacks = 0
+        extras = target_connect_args or {}
+        dsns = {WRITER: writer_url} | {f"replica-{i}": url for i, url in enumerate(replica_urls, start=1)}
+        self._targets = {
+            name: self._make_target(name, dsn, extras.get(name, {})) for name, dsn in dsns.items()
         }
-        for index, url in enumerate(replica_urls, start=1):
-            name = f"replica-{index}"
-            self._targets[name] = self._make_target(name, "replica", url, engine_options)
 
-    def _make_target(self, name: str, role: str, dsn: str, options: dict[str, Any]) -> _Target:
-        engine = create_async_engine(asyncpg_url(dsn), **options)
-        target = _Target(name=name, role=role, engine=engine)
+    def _make_target(self, name: str, dsn: str, extra: Mapping[str, Any]) -> Target:
+        engine = make_engine(dsn, self._options, extra)
+        pool: Any = engine.pool
 
-        def on_connect(dbapi_connection: Any, record: Any) -> None:
-            # Which kind of server answered is a fact worth a round trip per new connection:
-            # it proves where reads went and, later, which host of a multi-host writer is primary.
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute("SELECT pg_is_in_recovery()")
-                target.in_recovery = record.info["in_recovery"] = bool(cursor.fetchone()[0])
-            finally:
-                cursor.close()
+        def describe() -> str:
+            # Late-bound on purpose: ``gate`` exists by the time a message is built.
+            return (
+                f"size={pool.checkedin() + pool.checkedout()} in_use={gate.in_use} idle={pool.checkedin()} "
+                + (f"waiting={gate.waiting} capacity={gate.capacity}")
+            )
 
-        event.listen(engine.sync_engine, "connect", on_connect)
+        capacity = self._options.pool_size + self._options.max_overflow
+        gate = AdmissionGate(
+            name=name, capacity=capacity, max_waiting=self._max_waiting, describe=describe, clock=self._clock
+        )
+        role = "writer" if name == WRITER else "replica"
+        target = Target(name=name, role=role, engine=engine, gate=gate)
+        instrument(target, self._options, self._clock)
         return target
 
     @property
@@ -144,41 +132,46 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         """The engine behind ``target``; for adapters (Alembic, benchmarks), not for use cases."""
         return self._target(target).engine
 
-    def _target(self, name: str) -> _Target:
+    def _target(self, name: str) -> Target:
         try:
             return self._targets[name]
         except KeyError:
             raise HexError(f"unknown target {name!r}; configured: {', '.join(self._targets)}") from None
 
+    def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._monitor = loop.create_task(self._watch(), name="alchemy-hex-provider-monitor")
+        elif loop is not self._loop:
+            raise EventLoopMismatchError(
+                f"connection provider belongs to event loop {id(self._loop):#x} but was used from "
+                f"event loop {id(loop):#x}; create one provider per event loop"
+            )
+
     @asynccontextmanager
     async def connection(
         self, intent: Intent, *, target: str = WRITER, priority: Priority = Priority.NORMAL
     ) -> AsyncIterator[AsyncConnection]:
+        self._check_loop()
         if self._closing:
             raise ShuttingDownError("connection provider is shutting down; no new work is admitted")
         state = self._target(target)
-        conn = await self._checkout(state)
-        token = id(conn)
-        task = asyncio.current_task()
-        self._counters.checkouts[token] = _Checkout(target, self._clock(), task.get_name() if task else None)
-        state.in_flight += 1
-        try:
-            yield conn
-        finally:
-            state.in_flight -= 1
-            del self._counters.checkouts[token]
-            await self._release(conn, state)
+        async with state.gate.admit(priority, timeout_s=self._acquire_timeout_s):
+            conn = await self._checkout(state)
+            checkout = self._registry.open(target, _correlation_id())
+            state.in_flight += 1
+            try:
+                yield conn
+            finally:
+                state.in_flight -= 1
+                state.usage_total_s += self._registry.close(checkout)
+                await self._release(conn)
 
-    async def _checkout(self, state: _Target) -> AsyncConnection:
-        state.waiting += 1
+    async def _checkout(self, state: Target) -> AsyncConnection:
         try:
-            conn = await state.engine.connect()
-        except sa_exc.TimeoutError:
-            state.timeouts += 1
-            raise PoolTimeoutError(
-                f"no connection to {state.name!r} became free in time ({self._stats_of(state).describe()})"
-            ) from None
-        except (TimeoutError, sa_exc.DBAPIError, OSError) as exc:
+            return await state.engine.connect()
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError) as exc:
             state.connect_failures += 1
             if state.role == "replica":
                 state.unhealthy_until = self._clock() + self._replica_eject_s
@@ -187,14 +180,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             if isinstance(error, DatabaseUnavailableError):
                 raise error from exc
             raise DatabaseUnavailableError(str(error)) from exc
-        finally:
-            state.waiting -= 1
-        state.checkouts += 1
-        return conn
 
-    async def _release(self, conn: AsyncConnection, state: _Target) -> None:
-        # Returning the connection must finish even if our task is being cancelled, or the
-        # pool slot (and possibly a server session) would leak; shield it and wait for it.
+    async def _release(self, conn: AsyncConnection) -> None:
+        # Returning the connection must finish even if our task is being cancelled, or the pool
+        # slot (and possibly a server session) would leak: shield it and wait for it.
         release = asyncio.ensure_future(conn.close())
         try:
             await asyncio.shield(release)
@@ -202,7 +191,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             await asyncio.wait([release])
             raise
         finally:
-            if not self._counters.checkouts and self._closing:
+            if self._closing and not len(self._registry):
                 self._drained.set()
 
     def replica_views(self) -> tuple[ReplicaView, ...]:
@@ -215,12 +204,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
     def record_read(self, target: str, *, in_recovery: bool, fallback: bool) -> None:
         self._target(target).reads += 1
-        self._counters.reads_in_recovery += in_recovery
-        self._counters.writer_fallbacks += fallback
-
-    def served_by_replica(self, target: str) -> bool:
-        """Whether ``target``'s server reported ``pg_is_in_recovery()`` on its last new connection."""
-        return bool(self._target(target).in_recovery)
+        self._reads_in_recovery += in_recovery
+        self._writer_fallbacks += fallback
 
     async def wait_for_replay(self, timeout_s: float = 5.0) -> bool:
         replicas = [view.name for view in self.replica_views() if view.healthy]
@@ -236,12 +221,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         return True
 
     async def _replayed(self, target: str, position: str, deadline: float) -> bool:
+        query = text("SELECT pg_last_wal_replay_lsn() >= CAST(CAST(:position AS text) AS pg_lsn)")
         async with self.connection(Intent.READ, target=target) as replica:
             while True:
-                caught_up = await replica.scalar(
-                    text("SELECT pg_last_wal_replay_lsn() >= CAST(CAST(:position AS text) AS pg_lsn)"),
-                    {"position": position},
-                )
+                caught_up = await replica.scalar(query, {"position": position})
                 await replica.rollback()
                 if caught_up:
                     return True
@@ -249,41 +232,84 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                     return False
                 await asyncio.sleep(0.01)
 
-    def _stats_of(self, t: _Target) -> TargetStats:
+    def _stats_of(self, t: Target) -> TargetStats:
         pool: Any = t.engine.pool
+        counters = t.gate.counters
         return TargetStats(
             name=t.name,
             role=t.role,
-            size=pool.size(),
+            size=pool.checkedin() + pool.checkedout(),
             in_use=pool.checkedout(),
             idle=pool.checkedin(),
             overflow=max(pool.overflow(), 0),
-            waiting=t.waiting,
-            checkouts=t.checkouts,
-            timeouts=t.timeouts,
+            waiting=t.gate.waiting,
+            checkouts=counters.served,
+            timeouts=counters.timed_out,
             connect_failures=t.connect_failures,
             in_recovery=t.in_recovery,
+            opened=t.opened,
+            closed=t.closed,
+            lost=t.lost,
+            served=counters.served,
+            queued=counters.queued,
+            timed_out=counters.timed_out,
+            rejected=counters.rejected,
+            wait_total_s=counters.wait_total_s,
+            wait_max_s=counters.wait_max_s,
+            usage_total_s=t.usage_total_s,
         )
 
     def stats(self) -> ProviderStats:
         return ProviderStats(
             targets=tuple(self._stats_of(t) for t in self._targets.values()),
             reads_by_target={t.name: t.reads for t in self._targets.values()},
-            reads_in_recovery=self._counters.reads_in_recovery,
-            writer_fallbacks=self._counters.writer_fallbacks,
+            reads_in_recovery=self._reads_in_recovery,
+            writer_fallbacks=self._writer_fallbacks,
         )
 
     @property
     def checked_out(self) -> int:
         """How many checkouts are registered right now."""
-        return len(self._counters.checkouts)
+        return len(self._registry)
+
+    async def _watch(self) -> None:
+        """Report suspected leaks every interval and the pool statistics every log interval."""
+        last_log = self._clock()
+        while True:
+            await asyncio.sleep(self._monitor_interval_s)
+            self._registry.report_leaks()
+            if (
+                self._stats_log_interval_s is not None
+                and self._clock() - last_log >= self._stats_log_interval_s
+            ):
+                last_log = self._clock()
+                for t in self.stats().targets:
+                    log.info("pool.stats", **{k: getattr(t, k) for k in TargetStats.__slots__})
+
+    def begin_shutdown(self) -> None:
+        """Stop admitting: new and queued requests get ``ShuttingDownError``; holders carry on."""
+        self._closing = True
+        for target in self._targets.values():
+            target.gate.close()
+        if not len(self._registry):
+            self._drained.set()
 
     async def aclose(self, timeout_s: float = 30.0) -> None:
-        self._closing = True
-        if self._counters.checkouts:
-            try:
-                await asyncio.wait_for(self._drained.wait(), timeout_s)
-            except TimeoutError:
-                log.warning("provider.drain_timed_out", still_checked_out=len(self._counters.checkouts))
+        self.begin_shutdown()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "provider.drain_timed_out", still_checked_out=len(self._registry), timeout_s=timeout_s
+            )
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
         for target in self._targets.values():
             await target.engine.dispose()
+
+
+def _correlation_id() -> str | None:
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return value if isinstance(value, str) else None

@@ -1,0 +1,162 @@
+"""``AdmissionGate``: a fair, bounded, priority-ordered queue in front of a connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from ports.connection_provider import Priority
+from ports.errors import PoolQueueFullError, PoolTimeoutError, ShuttingDownError
+
+
+@dataclass(slots=True)
+class GateCounters:
+    """Cumulative counts of one gate, for the provider's statistics."""
+
+    served: int = 0
+    queued: int = 0
+    timed_out: int = 0
+    rejected: int = 0
+    wait_total_s: float = 0.0
+    wait_max_s: float = 0.0
+
+
+class AdmissionGate:
+    """Admits at most ``capacity`` holders at once; the others wait in FIFO order per priority.
+
+    A higher class (lower ``Priority`` value) is always served before a lower one; within a class,
+    first come, first served. A released slot is handed straight to the next waiter, so a newcomer
+    can never overtake the queue. ``max_waiting`` bounds the queue: beyond it a request is rejected
+    at once. The counts stay exact however a request ends (success, error, timeout or
+    cancellation at any await), which is what keeps the pool from drifting. One event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        capacity: int,
+        max_waiting: int,
+        describe: Callable[[], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if capacity < 1 or max_waiting < 0:
+            raise ValueError(f"gate {name!r} needs capacity >= 1 and max_waiting >= 0")
+        self.name = name
+        self._capacity = capacity
+        self._max_waiting = max_waiting
+        self._describe = describe or self.describe
+        self._clock = clock
+        self._queues: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
+        self._in_use = 0
+        self._waiting = 0
+        self._closed = False
+        self.counters = GateCounters()
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def set_capacity(self, capacity: int) -> None:
+        """Change how many may hold a slot (an adaptive limit moves it); excess holders drain naturally."""
+        self._capacity = max(1, capacity)
+        self._wake()
+
+    def describe(self) -> str:
+        return f"capacity={self._capacity} in_use={self._in_use} waiting={self._waiting}"
+
+    @asynccontextmanager
+    async def admit(self, priority: Priority, *, timeout_s: float) -> AsyncIterator[float]:
+        """Hold one slot for the block; yields the seconds spent waiting for it."""
+        waited = await self._acquire(priority, timeout_s)
+        try:
+            yield waited
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: Priority, timeout_s: float) -> float:
+        if self._closed:
+            raise ShuttingDownError(f"pool {self.name!r} is shutting down; no new work is admitted")
+        if self._in_use < self._capacity and not self._waiting:
+            self._in_use += 1
+            self.counters.served += 1
+            return 0.0
+        if self._waiting >= self._max_waiting:
+            self.counters.rejected += 1
+            raise PoolQueueFullError(f"pool {self.name!r} wait queue is full ({self._describe()})")
+        return await self._wait(priority, timeout_s)
+
+    async def _wait(self, priority: Priority, timeout_s: float) -> float:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues[priority].append(future)
+        self._waiting += 1
+        self.counters.queued += 1
+        started = self._clock()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await future
+        except BaseException as error:
+            self._abandon(future)
+            if isinstance(error, TimeoutError):
+                self.counters.timed_out += 1
+                raise PoolTimeoutError(
+                    f"no connection to {self.name!r} became free within {timeout_s:.3f}s ({self._describe()})"
+                ) from None
+            raise
+        finally:
+            self._waiting -= 1
+        waited = self._clock() - started
+        self.counters.served += 1
+        self.counters.wait_total_s += waited
+        self.counters.wait_max_s = max(self.counters.wait_max_s, waited)
+        return waited
+
+    def _abandon(self, future: asyncio.Future[None]) -> None:
+        # The slot may have been handed over in the same instant the waiter gave up: pass it on.
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self._release()
+        else:
+            future.cancel()
+
+    def _release(self) -> None:
+        self._in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._in_use < self._capacity:
+            future = self._next_waiter()
+            if future is None:
+                return
+            self._in_use += 1
+            future.set_result(None)
+
+    def _next_waiter(self) -> asyncio.Future[None] | None:
+        for queue in self._queues.values():  # Priority order: CRITICAL first
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    return future
+        return None
+
+    def close(self) -> None:
+        """Refuse new requests and every queued one with ``ShuttingDownError``; holders keep their slots."""
+        self._closed = True
+        for queue in self._queues.values():
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_exception(
+                        ShuttingDownError(f"pool {self.name!r} is shutting down; queued request refused")
+                    )

@@ -1,0 +1,96 @@
+"""``CheckoutRegistry``: who holds which connection since when, and suspected leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Checkout:
+    """One checked-out connection: where, since when, by which task and request."""
+
+    token: int
+    target: str
+    started_at: float
+    task_name: str | None
+    correlation_id: str | None
+    stack: str | None = None
+    reported_leak: bool = False
+
+
+class CheckoutRegistry:
+    """Every live checkout, removed again on release, so it never grows beyond what is held.
+
+    With ``leak_detection_threshold_s`` set, a checkout held longer is logged once
+    (``connection.leak_suspected``, with the stack that took it when stacks are captured) and,
+    if it comes back later, ``connection.leak_returned`` says so.
+    """
+
+    def __init__(
+        self, *, clock: Callable[[], float], leak_detection_threshold_s: float | None = None
+    ) -> None:
+        self._clock = clock
+        self._threshold_s = leak_detection_threshold_s
+        self._live: dict[int, Checkout] = {}
+        self._tokens = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def open(self, target: str, correlation_id: str | None) -> Checkout:
+        task = asyncio.current_task()
+        # Capturing a stack costs tens of microseconds: only when leak detection is on.
+        stack = "".join(traceback.format_stack(limit=12)[:-2]) if self._threshold_s is not None else None
+        checkout = Checkout(
+            next(self._tokens),
+            target,
+            self._clock(),
+            task.get_name() if task else None,
+            correlation_id,
+            stack,
+        )
+        self._live[checkout.token] = checkout
+        return checkout
+
+    def close(self, checkout: Checkout) -> float:
+        """Forget ``checkout``; returns how long it was held."""
+        self._live.pop(checkout.token, None)
+        held = self._clock() - checkout.started_at
+        if checkout.reported_leak:
+            log.warning(
+                "connection.leak_returned", target=checkout.target, task=checkout.task_name, held_s=held
+            )
+        return held
+
+    def report_leaks(self) -> int:
+        """Log every checkout past the threshold not reported yet; returns how many were new."""
+        if self._threshold_s is None:
+            return 0
+        now, fresh = self._clock(), 0
+        for checkout in list(self._live.values()):
+            if not checkout.reported_leak and now - checkout.started_at > self._threshold_s:
+                checkout.reported_leak = True
+                fresh += 1
+                log.warning(
+                    "connection.leak_suspected",
+                    target=checkout.target,
+                    task=checkout.task_name,
+                    correlation_id=checkout.correlation_id,
+                    held_s=round(now - checkout.started_at, 3),
+                    stack=checkout.stack,
+                )
+        return fresh
+
+    def oldest_s(self) -> float:
+        """How long the oldest live checkout has been held (0 when none)."""
+        if not self._live:
+            return 0.0
+        return self._clock() - min(c.started_at for c in self._live.values())
