@@ -163,6 +163,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             state.in_flight += 1
             try:
                 yield conn
+            except (sa_exc.DBAPIError, OSError) as exc:
+                # Raw users of the connection get contract errors too, never driver exceptions.
+                raise translate(exc, target=target) from exc
             finally:
                 state.in_flight -= 1
                 state.usage_total_s += self._registry.close(checkout)

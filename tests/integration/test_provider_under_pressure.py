@@ -1,0 +1,194 @@
+"""The connection provider on a real PostgreSQL: timeouts, cancellation, lost connections, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from sqlalchemy import text
+from structlog.testing import capture_logs
+
+from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from container import Container
+from ports.connection_provider import Intent, Priority
+from ports.errors import EventLoopMismatchError, PoolTimeoutError, QueryTimeoutError, ShuttingDownError
+from tests.support import fetch_value
+
+APP = "hex-pressure-test"
+
+
+@pytest.fixture
+async def provider(database_url: str) -> AsyncIterator[SqlAlchemyConnectionProvider]:
+    built = SqlAlchemyConnectionProvider(
+        writer_url=database_url,
+        pool_size=3,
+        max_overflow=1,
+        acquire_timeout_s=0.2,
+        statement_timeout_s=0.3,
+        application_name=APP,
+        leak_detection_threshold_s=0.2,
+        monitor_interval_s=0.05,
+    )
+    yield built
+    await built.aclose(timeout_s=5)
+
+
+async def _sessions(dsn: str, state: str | None = None) -> int:
+    where = f"application_name = '{APP}'" + (f" AND state = '{state}'" if state else "")
+    return int(await fetch_value(dsn, f"SELECT count(*) FROM pg_stat_activity WHERE {where}"))  # type: ignore[call-overload]
+
+
+async def test_a_pool_timeout_names_the_target_and_its_state(provider: SqlAlchemyConnectionProvider) -> None:
+    holders = [provider.connection(Intent.WRITE) for _ in range(4)]
+    for holder in holders:
+        await holder.__aenter__()
+    try:
+        with pytest.raises(PoolTimeoutError, match=r"'writer'.*size=4 in_use=4 idle=0 waiting="):
+            async with provider.connection(Intent.WRITE):
+                pass
+    finally:
+        for holder in holders:
+            await holder.__aexit__(None, None, None)
+    assert provider.stats().targets[0].timed_out == 1
+
+
+async def test_a_slow_statement_is_cancelled_on_the_server_with_a_clear_error(
+    provider: SqlAlchemyConnectionProvider, database_url: str
+) -> None:
+    with pytest.raises(QueryTimeoutError, match="timed out"):
+        async with provider.connection(Intent.WRITE) as connection:
+            await connection.execute(text("SELECT pg_sleep(5)"))
+    leftover = await fetch_value(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+    )
+    assert leftover == 0
+
+
+async def test_a_connection_killed_mid_transaction_does_not_break_the_next_unit_of_work(
+    container: Container, database_url: str
+) -> None:
+    account = await container.open_account()("survivor")
+    async with container.unit_of_work() as uow:
+        pid = await uow.accounts._connection.scalar(text("SELECT pg_backend_pid()"))
+        await fetch_value(database_url, f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(Exception, match="database unavailable"):
+            await uow.accounts.get(account)
+    assert await container.get_balance()(account) == 0
+    assert container.connection_provider().stats().targets[0].lost >= 1
+
+
+async def _storm(provider: SqlAlchemyConnectionProvider, count: int, rng: random.Random) -> None:
+    async def work() -> None:
+        priority = rng.choice(list(Priority))
+        async with provider.connection(Intent.WRITE, priority=priority) as connection, connection.begin():
+            await connection.execute(text("SELECT pg_sleep(:s)"), {"s": rng.choice([0, 0.001, 0.005])})
+
+    tasks = [asyncio.create_task(work()) for _ in range(count)]
+    for task in tasks:
+        if rng.random() < 0.8:
+            asyncio.get_running_loop().call_later(rng.random() * 0.05, task.cancel)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_ten_thousand_cancellations_leak_no_checkout_session_or_transaction(
+    provider: SqlAlchemyConnectionProvider, database_url: str
+) -> None:
+    rng = random.Random(11)
+    for _ in range(10):
+        await _storm(provider, 1000, rng)
+    await asyncio.sleep(0.05)
+    writer = provider.stats().targets[0]
+    assert provider.checked_out == 0
+    assert (writer.in_use, writer.waiting) == (0, 0)
+    assert await _sessions(database_url, "idle in transaction") == 0
+    assert await _sessions(database_url) <= 4
+    async with provider.connection(Intent.WRITE) as connection:
+        assert await connection.scalar(text("SELECT 1")) == 1
+
+
+async def test_anyio_task_group_cancellations_leak_nothing_either(
+    provider: SqlAlchemyConnectionProvider, database_url: str
+) -> None:
+    rng = random.Random(5)
+
+    async def work() -> None:
+        async with provider.connection(Intent.WRITE) as connection:
+            await connection.execute(text("SELECT pg_sleep(0.002)"))
+
+    for _ in range(20):
+        async with anyio.create_task_group() as group:
+            for _ in range(100):
+                group.start_soon(work)
+            await anyio.sleep(rng.random() * 0.03)
+            group.cancel_scope.cancel()
+    assert provider.checked_out == 0
+    assert await _sessions(database_url, "idle in transaction") == 0
+
+
+async def test_a_connection_held_too_long_is_reported_once_and_again_when_it_returns(
+    provider: SqlAlchemyConnectionProvider,
+) -> None:
+    with capture_logs() as logs:
+        async with provider.connection(Intent.WRITE):
+            await asyncio.sleep(0.4)
+    events = [line["event"] for line in logs if line["event"].startswith("connection.leak")]
+    assert events == ["connection.leak_suspected", "connection.leak_returned"]
+    suspected = next(line for line in logs if line["event"] == "connection.leak_suspected")
+    assert "test_provider_under_pressure" in suspected["stack"]
+
+
+async def test_shutdown_lets_holders_finish_and_refuses_new_work(
+    provider: SqlAlchemyConnectionProvider,
+) -> None:
+    entered = asyncio.Event()
+
+    async def holder() -> int:
+        async with provider.connection(Intent.WRITE) as connection:
+            entered.set()
+            await asyncio.sleep(0.1)
+            return int(await connection.scalar(text("SELECT 7")))
+
+    task = asyncio.create_task(holder())
+    await entered.wait()
+    closing = asyncio.create_task(provider.aclose(timeout_s=5))
+    await asyncio.sleep(0)
+    with pytest.raises(ShuttingDownError):
+        async with provider.connection(Intent.WRITE):
+            pass
+    assert await task == 7
+    await closing
+
+
+async def test_connections_are_replaced_after_their_lifetime(database_url: str) -> None:
+    provider = SqlAlchemyConnectionProvider(writer_url=database_url, pool_size=1, max_lifetime_s=0.1)
+    try:
+        pids = set()
+        for _ in range(3):
+            async with provider.connection(Intent.WRITE) as connection:
+                pids.add(await connection.scalar(text("SELECT pg_backend_pid()")))
+                await connection.rollback()
+            await asyncio.sleep(0.12)
+        assert len(pids) == 3
+        assert provider.stats().targets[0].lost == 0
+    finally:
+        await provider.aclose()
+
+
+def test_using_the_provider_from_another_event_loop_is_a_clear_error(database_url: str) -> None:
+    provider = SqlAlchemyConnectionProvider(writer_url=database_url)
+
+    async def use() -> None:
+        async with provider.connection(Intent.WRITE) as connection:
+            await connection.scalar(text("SELECT 1"))
+
+    async def use_then_close() -> None:
+        await use()
+        await provider.aclose()
+
+    asyncio.run(use_then_close())
+    with pytest.raises(EventLoopMismatchError, match=r"event loop 0x[0-9a-f]+ but was used from event loop"):
+        asyncio.run(use())

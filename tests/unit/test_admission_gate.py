@@ -1,0 +1,108 @@
+"""The admission gate: priorities, FIFO, bounded queue, timeouts, and counts that never drift."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from adapters.asyncio.admission_gate import AdmissionGate
+from ports.connection_provider import Priority
+from ports.errors import PoolQueueFullError, PoolTimeoutError, ShuttingDownError
+
+
+async def _hold(
+    gate: AdmissionGate, priority: Priority, order: list[str], name: str, hold: asyncio.Event
+) -> None:
+    async with gate.admit(priority, timeout_s=10):
+        order.append(name)
+        await hold.wait()
+
+
+async def test_higher_classes_go_first_and_each_class_is_first_come_first_served() -> None:
+    gate = AdmissionGate(name="writer", capacity=1, max_waiting=10)
+    order: list[str] = []
+    release = asyncio.Event()
+    release.set()
+    async with gate.admit(Priority.NORMAL, timeout_s=1):
+        tasks = [
+            asyncio.create_task(_hold(gate, p, order, n, release))
+            for p, n in [
+                (Priority.LOW, "low"),
+                (Priority.NORMAL, "n1"),
+                (Priority.CRITICAL, "crit"),
+                (Priority.NORMAL, "n2"),
+            ]
+        ]
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == ["crit", "n1", "n2", "low"]
+
+
+async def test_a_full_queue_rejects_at_once_with_the_pool_state() -> None:
+    gate = AdmissionGate(name="writer", capacity=1, max_waiting=1)
+    hold = asyncio.Event()
+    holder = asyncio.create_task(_hold(gate, Priority.NORMAL, [], "a", hold))
+    waiter = asyncio.create_task(_hold(gate, Priority.NORMAL, [], "b", hold))
+    await asyncio.sleep(0)
+    with pytest.raises(PoolQueueFullError, match=r"'writer'.*in_use=1 waiting=1"):
+        async with gate.admit(Priority.NORMAL, timeout_s=1):
+            pass
+    hold.set()
+    await asyncio.gather(holder, waiter)
+    assert gate.counters.rejected == 1
+
+
+async def test_a_waiter_gives_up_after_its_timeout_with_a_pool_timeout_error() -> None:
+    gate = AdmissionGate(name="replica-1", capacity=1, max_waiting=5)
+    async with gate.admit(Priority.NORMAL, timeout_s=1):
+        with pytest.raises(
+            PoolTimeoutError, match=r"'replica-1' became free within 0\.010s \(capacity=1 in_use=1"
+        ):
+            async with gate.admit(Priority.NORMAL, timeout_s=0.01):
+                pass
+    assert (gate.in_use, gate.waiting, gate.counters.timed_out) == (0, 0, 1)
+
+
+async def test_closing_refuses_new_and_queued_requests_but_not_holders() -> None:
+    gate = AdmissionGate(name="writer", capacity=1, max_waiting=5)
+    async with gate.admit(Priority.NORMAL, timeout_s=1):
+        queued = asyncio.create_task(_hold(gate, Priority.HIGH, [], "q", asyncio.Event()))
+        await asyncio.sleep(0)
+        gate.close()
+        with pytest.raises(ShuttingDownError):
+            await queued
+        with pytest.raises(ShuttingDownError):
+            async with gate.admit(Priority.CRITICAL, timeout_s=1):
+                pass
+    assert gate.in_use == 0
+
+
+async def test_thousands_of_cancellations_at_random_points_leave_the_count_exact() -> None:
+    gate = AdmissionGate(name="writer", capacity=5, max_waiting=10_000)
+    rng = random.Random(7)
+    active = 0
+    peak = 0
+
+    async def worker() -> None:
+        nonlocal active, peak
+        async with gate.admit(rng.choice(list(Priority)), timeout_s=rng.choice([0.001, 0.01, 5])):
+            active += 1
+            peak = max(peak, active)
+            try:
+                await asyncio.sleep(rng.choice([0, 0, 0.001]))
+            finally:
+                active -= 1
+
+    for _ in range(5):
+        tasks = [asyncio.create_task(worker()) for _ in range(1000)]
+        for _ in range(rng.randint(0, 20)):
+            await asyncio.sleep(0)
+        for task in rng.sample(tasks, 600):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert (gate.in_use, gate.waiting) == (0, 0)
+    assert peak <= 5
+    async with gate.admit(Priority.NORMAL, timeout_s=0.1):
+        assert gate.in_use == 1
