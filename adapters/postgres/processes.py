@@ -1,4 +1,4 @@
-"""The postmaster of a data directory as an OS process: is it alive, and killing it like a crash.
+"""The postmaster of a data directory as an OS process: whether it is alive, and crashing it.
 
 Linux-specific: children are found through ``/proc``. PostgreSQL backends call ``setsid()``, so
 they are not in the postmaster's process group and ``killpg`` would miss them.
@@ -7,22 +7,26 @@ they are not in the postmaster's process group and ``killpg`` would miss them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Final
 
+from adapters.postgres.binaries import ClusterError
+
 _PROC: Final = Path("/proc")
+_PID_FILE: Final = "postmaster.pid"
 _POLL_INTERVAL_S: Final = 0.02
+_IPC_RMID: Final = 0  # <sys/ipc.h> on Linux
 
 
 def live_postmaster(data_dir: Path) -> int | None:
     """The pid in ``data_dir/postmaster.pid`` if that process is alive, else ``None``."""
     try:
-        first_line = (data_dir / "postmaster.pid").read_text(encoding="utf-8").split("\n", 1)[0]
-        pid = int(first_line)
-    except (OSError, ValueError):
+        pid = int(_pid_file_lines(data_dir)[0])
+    except (OSError, ValueError, IndexError):
         return None
     return pid if is_alive(pid) else None
 
@@ -39,10 +43,11 @@ def is_alive(pid: int) -> bool:
 
 
 def kill_postmaster(data_dir: Path, *, grace_s: float) -> None:
-    """SIGKILL the live postmaster of ``data_dir`` and all its children, and wait until they are gone.
+    """SIGKILL the live postmaster of ``data_dir`` and all its children, then clear what they left.
 
     Killing the children too makes the crash immediate: orphaned backends would otherwise keep
-    serving open connections and hold the shared memory that blocks the next start.
+    serving open connections and hold the shared memory that blocks the next start. The next start
+    still runs crash recovery, which depends on ``pg_control``, not on ``postmaster.pid``.
     """
     pid = live_postmaster(data_dir)
     if pid is None:
@@ -53,8 +58,11 @@ def kill_postmaster(data_dir: Path, *, grace_s: float) -> None:
     for victim in victims:
         _signal(victim, signal.SIGKILL)
     deadline = time.monotonic() + grace_s
-    while any(is_alive(victim) for victim in victims) and time.monotonic() < deadline:
+    while survivors := [victim for victim in victims if is_alive(victim)]:
+        if time.monotonic() > deadline:
+            raise ClusterError(f"processes {survivors} of {data_dir} survived SIGKILL for {grace_s:.0f}s")
         time.sleep(_POLL_INTERVAL_S)
+    _clear_crashed_server(data_dir)
 
 
 def children_of(pid: int) -> list[int]:
@@ -70,6 +78,29 @@ def children_of(pid: int) -> list[int]:
         if int(_stat_fields(stat)[1]) == pid:
             children.append(int(entry.name))
     return children
+
+
+def _clear_crashed_server(data_dir: Path) -> None:
+    # The killed postmaster may stay a zombie until init reaps it (about a second here, never under
+    # some container inits), and PostgreSQL takes a zombie's lock files for a live server: remove
+    # them. Nothing is attached to the SysV segment any more, so remove it too, else a destroy()
+    # right after kill() would leak it.
+    try:
+        lines = _pid_file_lines(data_dir)
+    except OSError:
+        return
+    with contextlib.suppress(ValueError, IndexError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmctl(ctypes.c_int(int(lines[6].split()[1])), ctypes.c_int(_IPC_RMID), None)
+    with contextlib.suppress(IndexError):
+        socket = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}"
+        socket.with_name(socket.name + ".lock").unlink(missing_ok=True)
+    (data_dir / _PID_FILE).unlink(missing_ok=True)
+
+
+def _pid_file_lines(data_dir: Path) -> list[str]:
+    # postmaster.pid: pid, data dir, start time, port, socket dir, listen address, "shmkey shmid", status.
+    return (data_dir / _PID_FILE).read_text(encoding="utf-8").splitlines()
 
 
 def _stat_fields(stat: str) -> list[str]:
