@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit bench chaos clean
+.PHONY: demo test lint typecheck imports unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ unit: $(STAMP)
 
 test: lint typecheck imports
 	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python tests/benchmarks/provider_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -38,7 +38,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
     In front of each target's pool sits an :class:`AdmissionGate` (capacity ``pool_size +
     max_overflow``, at most ``max_waiting`` queued, FIFO per priority, ``acquire_timeout_s``).
-    Every connection gets its server-side timeouts at connect time, is recycled after
+    Every connection gets its server-side timeouts at connect time, is pinged at checkout when it
+    sat idle longer than ``pre_ping_idle_s`` (a dead one is replaced), is recycled after
     ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, and every checkout is registered
     until released (leaks past ``leak_detection_threshold_s`` are logged). Release survives
     cancellation. The provider belongs to the event loop that first uses it; another loop gets
@@ -61,6 +62,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         max_lifetime_s: float = 1800.0,
         lifetime_jitter: float = 0.1,
         pre_ping: bool = True,
+        pre_ping_idle_s: float = 1.0,
         pgbouncer: bool = False,
         replica_eject_s: float = 5.0,
         leak_detection_threshold_s: float | None = None,
@@ -84,6 +86,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             lifetime_jitter=lifetime_jitter,
             pre_ping=pre_ping,
             pgbouncer=pgbouncer,
+            pre_ping_idle_s=pre_ping_idle_s,
         )
         self._clock = clock
         self._acquire_timeout_s = acquire_timeout_s
@@ -185,14 +188,20 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             raise DatabaseUnavailableError(str(error)) from exc
 
     async def _release(self, conn: AsyncConnection) -> None:
-        # Returning the connection must finish even if our task is being cancelled, or the pool
-        # slot (and possibly a server session) would leak: shield it and wait for it.
-        release = asyncio.ensure_future(conn.close())
         try:
-            await asyncio.shield(release)
-        except asyncio.CancelledError:
-            await asyncio.wait([release])
-            raise
+            if not conn.in_transaction() and not conn.invalidated:
+                # Nothing to roll back: the return to the pool does no I/O, so it cannot be
+                # interrupted half-way and needs no task of its own (the hot path).
+                await conn.close()
+                return
+            # Returning it means a ROLLBACK round trip, which must finish even if our task is being
+            # cancelled, or the pool slot (and the server session) would leak: shield and wait.
+            release = asyncio.ensure_future(conn.close())
+            try:
+                await asyncio.shield(release)
+            except asyncio.CancelledError:
+                await asyncio.wait([release])
+                raise
         finally:
             if self._closing and not len(self._registry):
                 self._drained.set()

@@ -192,3 +192,17 @@ def test_using_the_provider_from_another_event_loop_is_a_clear_error(database_ur
     asyncio.run(use_then_close())
     with pytest.raises(EventLoopMismatchError, match=r"event loop 0x[0-9a-f]+ but was used from event loop"):
         asyncio.run(use())
+
+
+async def test_an_idle_connection_killed_by_the_server_is_replaced_at_checkout(database_url: str) -> None:
+    provider = SqlAlchemyConnectionProvider(writer_url=database_url, pool_size=1, pre_ping_idle_s=0.05)
+    try:
+        async with provider.connection(Intent.WRITE) as connection:
+            pid = await connection.scalar(text("SELECT pg_backend_pid()"))
+            await connection.rollback()
+        await fetch_value(database_url, f"SELECT pg_terminate_backend({pid})")
+        await asyncio.sleep(0.1)
+        async with provider.connection(Intent.WRITE) as connection:
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        await provider.aclose()

@@ -1,0 +1,213 @@
+"""``make bench``: SELECT 1 through raw asyncpg, plain SQLAlchemy and alchemy-hex, on one server.
+
+Prints throughput and p50/p99 latency at concurrency 1, 10 and 50 with pool size 10, the ratios
+provider/engine.connect() and unit-of-work/AsyncSession, and the memory growth over 100,000
+checkouts; writes every figure to ``bench-results.json`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
+from adapters.memory.rate_limiter import TokenBucketRateLimiter
+from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
+from adapters.postgres.cluster import PostgresCluster, find_binaries
+from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
+from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from ports.connection_provider import Intent
+
+POOL_SIZE = 10
+LEVELS = (1, 10, 50)
+SECONDS = float(os.environ.get("BENCH_SECONDS", "1.5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SELECT_1 = text("SELECT 1")
+Op = Callable[[], Awaitable[None]]
+
+
+async def measure(op: Op, concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while (start := time.perf_counter()) < deadline:
+            await op()
+            latencies.append(time.perf_counter() - start)
+
+    for _ in range(50):  # warm the pool and the statement caches
+        await op()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "ops_per_s": len(latencies) / elapsed,
+        "p50_ms": quantiles[49] * 1e3,
+        "p99_ms": quantiles[98] * 1e3,
+    }
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def run(dsn: str) -> dict[str, Any]:
+    raw_pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
+    engine = create_async_engine(asyncpg_url(dsn), pool_size=POOL_SIZE, max_overflow=0)
+    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=dsn, pool_size=POOL_SIZE, max_overflow=0, stats_log_interval_s=None
+    )
+    limiter = TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6)
+    breaker = InMemoryCircuitBreaker()
+    strategy = RoundRobinReplicaStrategy()
+
+    async def raw() -> None:
+        async with raw_pool.acquire() as connection:
+            await connection.fetchval("SELECT 1")
+
+    async def sqlalchemy_connect() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(SELECT_1)
+
+    async def sqlalchemy_session() -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(SELECT_1)
+
+    async def hex_provider() -> None:
+        await limiter.acquire()
+        with breaker.guard("writer"):
+            async with provider.connection(Intent.WRITE) as connection:
+                await connection.execute(SELECT_1)
+
+    async def hex_unit_of_work() -> None:
+        uow = SqlAlchemyUnitOfWork(
+            provider=provider, rate_limiter=limiter, circuit_breaker=breaker, replica_strategy=strategy
+        )
+        async with uow:
+            await uow.connection.execute(SELECT_1)
+            await uow.commit()
+
+    ops: dict[str, Op] = {
+        "a_raw_asyncpg_pool": raw,
+        "b_sqlalchemy_connect": sqlalchemy_connect,
+        "c_sqlalchemy_session": sqlalchemy_session,
+        "d_hex_provider": hex_provider,
+        "e_hex_unit_of_work": hex_unit_of_work,
+    }
+    results: dict[str, Any] = {
+        "seconds_per_run": SECONDS,
+        "rounds": ROUNDS,
+        "pool_size": POOL_SIZE,
+        "runs": {},
+    }
+    for level in LEVELS:
+        # Rounds interleave the configurations so that a burst of noise on this 2-core machine
+        # hits them all alike; each figure is the round with the median throughput.
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ops}
+        for _ in range(ROUNDS):
+            for name, op in ops.items():
+                rounds[name].append(await measure(op, level, SECONDS))
+        for name, measured in rounds.items():
+            median = sorted(measured, key=lambda r: r["ops_per_s"])[len(measured) // 2]
+            results["runs"].setdefault(name, {})[str(level)] = median
+    results["memory"] = await memory_growth(provider)
+    await raw_pool.close()
+    await engine.dispose()
+    await provider.aclose()
+    return results
+
+
+async def memory_growth(provider: SqlAlchemyConnectionProvider, checkouts: int = 100_000) -> dict[str, float]:
+    """Resident memory before and after 100,000 checkouts, half of them with overflow in play."""
+
+    async def checkout() -> None:
+        async with provider.connection(Intent.WRITE):
+            pass
+
+    for _ in range(1000):
+        await checkout()
+    gc.collect()
+    before = rss_kib()
+    for _ in range(checkouts // 20):
+        await asyncio.gather(*(checkout() for _ in range(20)))
+    gc.collect()
+    after = rss_kib()
+    return {
+        "checkouts": checkouts,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "growth_kib": after - before,
+    }
+
+
+def ratios(results: dict[str, Any]) -> None:
+    runs = results["runs"]
+
+    def ratio(ours: str, theirs: str) -> dict[str, float]:
+        per_level = {lvl: runs[ours][lvl]["ops_per_s"] / runs[theirs][lvl]["ops_per_s"] for lvl in runs[ours]}
+        per_level["geometric_mean"] = statistics.geometric_mean(per_level.values())
+        return per_level
+
+    results["provider_vs_sqlalchemy_by_concurrency"] = ratio("d_hex_provider", "b_sqlalchemy_connect")
+    results["uow_vs_session_by_concurrency"] = ratio("e_hex_unit_of_work", "c_sqlalchemy_session")
+    results["provider_vs_sqlalchemy"] = results["provider_vs_sqlalchemy_by_concurrency"]["geometric_mean"]
+    results["uow_vs_session"] = results["uow_vs_session_by_concurrency"]["geometric_mean"]
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"{'configuration':<24}" + "".join(f"{'c=' + str(lvl):>30}" for lvl in LEVELS))
+    for name, by_level in results["runs"].items():
+        cells = "".join(
+            f"{r['ops_per_s']:>10.0f}/s p50 {r['p50_ms']:5.2f} p99 {r['p99_ms']:6.2f}"
+            for r in by_level.values()
+        )
+        print(f"{name:<24}{cells}")
+    for key, target in (("provider_vs_sqlalchemy", "d/b"), ("uow_vs_session", "e/c")):
+        levels = results[f"{key}_by_concurrency"]
+        detail = "  ".join(
+            f"c={lvl}: {value:.3f}" for lvl, value in levels.items() if lvl != "geometric_mean"
+        )
+        verdict = "meets" if results[key] >= 0.95 else "MISSES"
+        print(f"{key} ({target}) = {results[key]:.3f} (geometric mean; {detail}) {verdict} the 0.95 target")
+    memory = results["memory"]
+    print(f"memory: {memory['growth_kib']} KiB resident growth over {memory['checkouts']} checkouts")
+
+
+@contextmanager
+def server() -> Iterator[str]:
+    if url := os.environ.get("BENCH_DATABASE_URL"):
+        yield url
+        return
+    with PostgresCluster(binaries=find_binaries()) as cluster:
+        yield cluster.dsn()
+
+
+def main() -> None:
+    with server() as dsn:
+        results = asyncio.run(run(dsn))
+    ratios(results)
+    report(results)
+    Path("bench-results.json").write_text(json.dumps(results, indent=2))
+    print("figures written to bench-results.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
