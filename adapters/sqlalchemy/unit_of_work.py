@@ -74,6 +74,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         return self._target
 
     @property
+    def connection(self) -> AsyncConnection:
+        """The transaction's connection, for adapter-level code (benchmarks, diagnostics)."""
+        return self._connection_or_fail()
+
+    @property
     def intent(self) -> Intent:
         return self._intent
 
