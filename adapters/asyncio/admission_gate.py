@@ -80,13 +80,18 @@ class AdmissionGate:
     @asynccontextmanager
     async def admit(self, priority: Priority, *, timeout_s: float) -> AsyncIterator[float]:
         """Hold one slot for the block; yields the seconds spent waiting for it."""
-        waited = await self._acquire(priority, timeout_s)
+        waited = await self.acquire(priority, timeout_s=timeout_s)
         try:
             yield waited
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self, priority: Priority, timeout_s: float) -> float:
+    async def acquire(self, priority: Priority, *, timeout_s: float) -> float:
+        """Take one slot (waiting up to ``timeout_s``); returns the seconds waited.
+
+        Every successful call must be paired with exactly one :meth:`release`; prefer :meth:`admit`
+        unless a hot path cannot afford a generator-based context manager.
+        """
         if self._closed:
             raise ShuttingDownError(f"pool {self.name!r} is shutting down; no new work is admitted")
         if self._in_use < self._capacity and not self._waiting:
@@ -126,11 +131,12 @@ class AdmissionGate:
     def _abandon(self, future: asyncio.Future[None]) -> None:
         # The slot may have been handed over in the same instant the waiter gave up: pass it on.
         if future.done() and not future.cancelled() and future.exception() is None:
-            self._release()
+            self.release()
         else:
             future.cancel()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`acquire`; the next waiter, if any, gets it at once."""
         self._in_use -= 1
         self._wake()
 

@@ -76,6 +76,6 @@ def test_sigterm_drains_the_workload_and_keeps_every_acknowledged_transfer(
 def _wait_for_transfers(dsn: str, *, at_least: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     query = "SELECT count(*) FROM transfers WHERE source_id IS NOT NULL"
-    while int(asyncio.run(fetch_value(dsn, query))) < at_least:  # type: ignore[call-overload]
+    while (count := asyncio.run(fetch_value(dsn, query))) is None or int(str(count)) < at_least:
         assert time.monotonic() < deadline, "the demo never got going"
         time.sleep(0.1)

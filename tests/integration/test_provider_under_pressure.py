@@ -38,7 +38,9 @@ async def provider(database_url: str) -> AsyncIterator[SqlAlchemyConnectionProvi
 
 async def _sessions(dsn: str, state: str | None = None) -> int:
     where = f"application_name = '{APP}'" + (f" AND state = '{state}'" if state else "")
-    return int(await fetch_value(dsn, f"SELECT count(*) FROM pg_stat_activity WHERE {where}"))  # type: ignore[call-overload]
+    count = await fetch_value(dsn, f"SELECT count(*) FROM pg_stat_activity WHERE {where}")
+    assert isinstance(count, int)
+    return count
 
 
 async def test_a_pool_timeout_names_the_target_and_its_state(provider: SqlAlchemyConnectionProvider) -> None:
