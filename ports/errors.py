@@ -41,6 +41,10 @@ class PoolQueueFullError(InfrastructureError):
     retryable = True
 
 
+class ConnectionReclaimedError(InfrastructureError):
+    """The connection was held past the provider's hard limit and taken back from its holder."""
+
+
 class QueryTimeoutError(InfrastructureError):
     """A statement ran past its timeout and was cancelled on the server."""
 
@@ -95,3 +99,23 @@ class DataIntegrityError(HexError):
 
 class EventLoopMismatchError(HexError):
     """A provider was used from an event loop other than the one it was started on."""
+
+
+class CredentialError(InfrastructureError):
+    """No password could be had from the configured source (unreadable file, failed command).
+
+    Retryable: a secret being replaced or a token service that blinked may answer the next time.
+    """
+
+    retryable = True
+
+
+class TlsError(DatabaseUnavailableError):
+    """The TLS handshake failed: the certificate is not trusted, names another host, or TLS was refused."""
+
+    # A configuration to fix, not a blip to wait out: retrying would only delay the message.
+    retryable = False
+
+
+class PermissionDeniedError(HexError):
+    """The role lacks a privilege the statement needs (least privilege at work, or a missing grant)."""

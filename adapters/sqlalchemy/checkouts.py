@@ -7,6 +7,7 @@ import itertools
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -24,6 +25,8 @@ class Checkout:
     correlation_id: str | None
     stack: str | None = None
     reported_leak: bool = False
+    connection: Any = None
+    reclaimed: bool = False
 
 
 class CheckoutRegistry:
@@ -88,6 +91,11 @@ class CheckoutRegistry:
                     stack=checkout.stack,
                 )
         return fresh
+
+    def overdue(self, limit_s: float) -> list[Checkout]:
+        """Live checkouts held longer than ``limit_s`` and not reclaimed yet."""
+        now = self._clock()
+        return [c for c in self._live.values() if not c.reclaimed and now - c.started_at > limit_s]
 
     def oldest_s(self) -> float:
         """How long the oldest live checkout has been held (0 when none)."""

@@ -28,7 +28,13 @@ from ports.connection_provider import (
     ReplicaView,
     TargetStats,
 )
-from ports.errors import DatabaseUnavailableError, EventLoopMismatchError, HexError, ShuttingDownError
+from ports.errors import (
+    ConnectionReclaimedError,
+    DatabaseUnavailableError,
+    EventLoopMismatchError,
+    HexError,
+    ShuttingDownError,
+)
 
 __all__ = ["SqlAlchemyConnectionProvider", "asyncpg_url"]
 log = structlog.get_logger(__name__)
@@ -42,7 +48,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     Every connection gets its server-side timeouts at connect time, is pinged at checkout when it
     sat idle longer than ``pre_ping_idle_s`` (a dead one is replaced), is recycled after
     ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, and every checkout is registered
-    until released (leaks past ``leak_detection_threshold_s`` are logged). Release survives
+    until released (leaks past ``leak_detection_threshold_s`` are logged; with ``reclaim_after_s``
+    set, off by default, a connection held past it is invalidated and its holder gets
+    :class:`ConnectionReclaimedError`). Release survives
     cancellation. The provider belongs to the event loop that first uses it; another loop gets
     :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
     """
@@ -67,6 +75,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         pgbouncer: bool = False,
         replica_eject_s: float = 5.0,
         leak_detection_threshold_s: float | None = None,
+        reclaim_after_s: float | None = None,
         monitor_interval_s: float = 1.0,
         stats_log_interval_s: float | None = 60.0,
         application_name: str = "alchemy-hex",
@@ -94,6 +103,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._max_waiting = max_waiting
         self._replica_eject_s = replica_eject_s
         self._monitor_interval_s = monitor_interval_s
+        self._reclaim_after_s = reclaim_after_s
         self._stats_log_interval_s = stats_log_interval_s
         self._registry = CheckoutRegistry(clock=clock, leak_detection_threshold_s=leak_detection_threshold_s)
         self._closing = False
@@ -274,6 +284,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         while True:
             await asyncio.sleep(self._monitor_interval_s)
             self._registry.report_leaks()
+            if self._reclaim_after_s is not None:
+                await self._reclaim(self._reclaim_after_s)
             if (
                 self._stats_log_interval_s is not None
                 and self._clock() - last_log >= self._stats_log_interval_s
@@ -281,6 +293,19 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 last_log = self._clock()
                 for t in self.stats().targets:
                     log.info("pool.stats", **{k: getattr(t, k) for k in TargetStats.__slots__})
+
+    async def _reclaim(self, limit_s: float) -> None:
+        """Invalidate connections held past the hard limit; their holders fail on next use."""
+        for checkout in self._registry.overdue(limit_s):
+            checkout.reclaimed = True
+            log.error(
+                "connection.reclaimed", target=checkout.target, task=checkout.task_name, limit_s=limit_s
+            )
+            # Invalidate (terminates the server session, failing any query in flight), then close:
+            # an invalidated but open Connection would silently reconnect on its next use.
+            with contextlib.suppress(Exception):
+                await checkout.connection.invalidate()
+                await checkout.connection.close()
 
     def begin_shutdown(self) -> None:
         """Stop admitting: new and queued requests get ``ShuttingDownError``; holders carry on."""
@@ -332,6 +357,7 @@ class _Lease:
             state.gate.release()
             raise
         self._checkout = provider._registry.open(state.name, _correlation_id())
+        self._checkout.connection = self._connection
         state.in_flight += 1
         return self._connection
 
@@ -345,6 +371,11 @@ class _Lease:
             await provider._release(self._connection)
         finally:
             state.gate.release()
+        if self._checkout.reclaimed and isinstance(exc, Exception):
+            limit = provider._reclaim_after_s
+            raise ConnectionReclaimedError(
+                f"connection to {state.name!r} was held past the {limit}s limit and reclaimed"
+            ) from exc
         if isinstance(exc, sa_exc.DBAPIError | OSError):
             # Raw users of the connection get contract errors too, never driver exceptions.
             raise translate(exc, target=state.name) from exc

@@ -14,7 +14,13 @@ from structlog.testing import capture_logs
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from container import Container
 from ports.connection_provider import Intent, Priority
-from ports.errors import EventLoopMismatchError, PoolTimeoutError, QueryTimeoutError, ShuttingDownError
+from ports.errors import (
+    ConnectionReclaimedError,
+    EventLoopMismatchError,
+    PoolTimeoutError,
+    QueryTimeoutError,
+    ShuttingDownError,
+)
 from tests.support import fetch_value
 
 APP = "hex-pressure-test"
@@ -206,5 +212,23 @@ async def test_an_idle_connection_killed_by_the_server_is_replaced_at_checkout(d
         await asyncio.sleep(0.1)
         async with provider.connection(Intent.WRITE) as connection:
             assert await connection.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        await provider.aclose()
+
+
+async def test_a_connection_held_past_the_hard_limit_is_reclaimed_with_a_clear_error(
+    database_url: str,
+) -> None:
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url, pool_size=1, max_overflow=0, reclaim_after_s=0.1, monitor_interval_s=0.02
+    )
+    try:
+        with pytest.raises(ConnectionReclaimedError, match="held past the 0.1s limit"):
+            async with provider.connection(Intent.WRITE) as connection:
+                await asyncio.sleep(0.3)
+                await connection.execute(text("SELECT 1"))
+        async with provider.connection(Intent.WRITE) as connection:
+            assert await connection.scalar(text("SELECT 1")) == 1
+        assert provider.checked_out == 0
     finally:
         await provider.aclose()
