@@ -327,8 +327,13 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
+        # Disposal closes idle connections over the network; a dead server must not hold it up.
         for target in self._targets.values():
-            await target.engine.dispose()
+            try:
+                async with asyncio.timeout(max(timeout_s, 1.0)):
+                    await target.engine.dispose()
+            except TimeoutError:
+                log.warning("provider.dispose_timed_out", target=target.name)
 
 
 class _Lease:
