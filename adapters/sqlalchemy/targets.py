@@ -72,6 +72,11 @@ def make_engine(dsn: str, options: EngineOptions, extra_connect_args: Mapping[st
         # SQLAlchemy's adapted cache too (the current SQLAlchemy docs' recommendation).
         connect_args["statement_cache_size"] = 0
         url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+        # PgBouncer refuses unknown startup parameters, and a session-level SET would leak to other
+        # clients in transaction mode: behind it, set the timeouts on the role (ALTER ROLE ... SET).
+        connect_args["server_settings"] = {
+            k: v for k, v in options.server_settings.items() if k == "application_name"
+        }
     return create_async_engine(
         url,
         pool_size=options.pool_size,
