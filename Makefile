@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# PgBouncer for its test, unpacked from Debian's packages (see tests/fetch_pgbouncer.sh).
+export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
 
-.PHONY: demo test lint typecheck imports unit bench clean
+.PHONY: demo test lint typecheck imports unit bench pgbouncer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,10 @@ imports: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/contract
 
-test: lint typecheck imports
+pgbouncer:
+	@bash tests/fetch_pgbouncer.sh "$(HEX_PGBOUNCER_DIR)" || echo "PgBouncer could not be fetched: its test will be skipped"
+
+test: lint typecheck imports pgbouncer
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
