@@ -23,7 +23,14 @@ from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.migrations import migrate
 from adapters.structlog.logging import SecretScrubber
 from app.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
-from container import Container, create_container, setup_logging, start_resources, stop_resources
+from container import (
+    Container,
+    create_container,
+    setup_logging,
+    start_resources,
+    stop_resources,
+    watch_served_secrets,
+)
 from domain.errors import DomainError
 from ports.errors import ConfigurationError, HexError
 from settings import Settings, load_settings
@@ -57,11 +64,14 @@ def _unsecret(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in values.items()}
 
 
-async def _with_container(settings: Settings, command: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _with_container(
+    settings: Settings, command: str, args: argparse.Namespace, scrubber: SecretScrubber
+) -> dict[str, Any]:
     container = create_container(settings)
+    watch_served_secrets(container, scrubber)
     await start_resources(container)
     try:
-        await migrate(container.connection_provider())
+        await _migrate(container)
         if command == "migrate":
             return {"migrated": "head"}
         if command == "demo":
@@ -69,6 +79,15 @@ async def _with_container(settings: Settings, command: str, args: argparse.Names
         return await _use_case(container, command, args)
     finally:
         await stop_resources(container)
+
+
+async def _migrate(container: Container) -> None:
+    """Migrate as the schema owner (``migration.url``), on a connection of its own."""
+    provider = container.migration_provider()
+    try:
+        await migrate(provider)
+    finally:
+        await provider.aclose()
 
 
 async def _use_case(container: Container, command: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -250,7 +269,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "ack_file", None):
                 # Created up front so that a crash before the end still leaves a file to read.
                 Path(args.ack_file).write_text("")
-            result = asyncio.run(_with_container(ready, args.command, args))
+            result = asyncio.run(_with_container(ready, args.command, args, scrubber))
     except (HexError, DomainError) as error:
         print(f"alchemy-hex: error: {scrubber.scrub(str(error))}", file=sys.stderr)
         return 2 if isinstance(error, DomainError | ConfigurationError) else 1

@@ -8,25 +8,44 @@ the provider's disposal is the one ``Resource`` (``await container.shutdown_reso
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dependency_injector import containers, providers
 
+from adapters.credentials.command import CommandCredentialProvider
+from adapters.credentials.file import FileCredentialProvider
+from adapters.credentials.static import StaticCredentialProvider
 from adapters.memory.circuit_breaker import AlwaysClosedCircuitBreaker, InMemoryCircuitBreaker
-from adapters.memory.rate_limiter import TokenBucketRateLimiter, UnlimitedRateLimiter
+from adapters.memory.concurrency_limit import (
+    AimdConcurrencyLimit,
+    FixedConcurrencyLimit,
+    GradientConcurrencyLimit,
+)
+from adapters.memory.rate_limiter import (
+    SlidingWindowRateLimiter,
+    TokenBucketRateLimiter,
+    UnlimitedRateLimiter,
+)
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy, WriterOnlyReplicaStrategy
+from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.structlog.logging import SecretScrubber, configure_logging
 from app.metrics import Metrics
 from app.retry import RetryPolicy
+from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
 from app.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
+from ports.connection_provider import WRITER
+from ports.credential_provider import CredentialProvider
 from ports.errors import ConfigurationError
-from settings import DatabaseSettings, Settings
+from settings import CredentialSettings, DatabaseSettings, Settings, TlsSettings
 
 
-def build_connection_provider(database: DatabaseSettings) -> SqlAlchemyConnectionProvider:
+def build_connection_provider(
+    database: DatabaseSettings, *, target_connect_args: Mapping[str, Mapping[str, Any]] | None = None
+) -> SqlAlchemyConnectionProvider:
     """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here."""
     if database.url is None:
         raise ConfigurationError("database.url: not set (set DATABASE_URL or HEX_DATABASE__URL)")
@@ -49,7 +68,81 @@ def build_connection_provider(database: DatabaseSettings) -> SqlAlchemyConnectio
         pgbouncer=database.pgbouncer,
         leak_detection_threshold_s=database.leak_detection_threshold_s,
         stats_log_interval_s=database.stats_log_interval_s,
+        target_connect_args=target_connect_args,
     )
+
+
+def _tls_options(group: TlsSettings) -> TlsOptions:
+    password = None if group.key_password is None else group.key_password.get_secret_value()
+    return TlsOptions(
+        mode=group.mode,
+        ca_file=group.ca_file,
+        cert_file=group.cert_file,
+        key_file=group.key_file,
+        key_password=password,
+    )
+
+
+def build_target_connect_args(
+    settings: Settings,
+    writer_credentials: CredentialProvider | None,
+    replica_credentials: CredentialProvider | None,
+) -> dict[str, dict[str, Any]]:
+    """asyncpg's extra arguments per target: TLS from ``tls`` / ``replica_tls``, and the password source."""
+    writer = connect_args(_tls_options(settings.tls), credentials=writer_credentials)
+    replica_tls, setting = (
+        (settings.tls, "tls") if settings.replica_tls is None else (settings.replica_tls, "replica_tls")
+    )
+    replica = connect_args(_tls_options(replica_tls), credentials=replica_credentials, setting=setting)
+    # The provider names its replicas replica-1, replica-2, ... in the order of replica_urls.
+    replicas = {f"replica-{i}": dict(replica) for i in range(1, len(settings.database.replica_urls) + 1)}
+    return {WRITER: writer, **replicas}
+
+
+def build_migration_provider(
+    settings: Settings, service_credentials: CredentialProvider | None
+) -> SqlAlchemyConnectionProvider:
+    """A one-connection provider for migrations; the caller closes it.
+
+    It logs in as the schema owner of ``migration.url`` when that is set (with that DSN's
+    password), else as the service's own role; TLS is the writer's either way.
+    """
+    url = settings.migration.url or settings.database.url
+    if url is None:
+        raise ConfigurationError("database.url: not set (set DATABASE_URL or HEX_DATABASE__URL)")
+    credentials = service_credentials if settings.migration.url is None else None
+    return SqlAlchemyConnectionProvider(
+        writer_url=url.get_secret_value(),
+        pool_size=1,
+        max_overflow=0,
+        connect_timeout_s=settings.database.connect_timeout_s,
+        application_name=settings.database.application_name,
+        stats_log_interval_s=None,
+        target_connect_args={WRITER: connect_args(_tls_options(settings.tls), credentials=credentials)},
+    )
+
+
+def _credential_branches(group: Any) -> dict[str, providers.Provider[Any]]:
+    """One branch per ``CredentialSettings.source``, reading the (provided) settings ``group``."""
+    return {
+        # The DSN carries the password: asyncpg is given no password source of ours.
+        "dsn": providers.Object(None),
+        "static": providers.Singleton(
+            StaticCredentialProvider, password=group.password.get_secret_value.call()
+        ),
+        "file": providers.Singleton(FileCredentialProvider, path=group.password_file),
+        "command": providers.Singleton(
+            CommandCredentialProvider,
+            argv=group.argv,
+            timeout_s=group.command_timeout_s,
+            token_ttl_s=group.token_ttl_s,
+        ),
+    }
+
+
+def _replica_credential_source(settings: Settings) -> str:
+    group: CredentialSettings | None = settings.replica_credentials
+    return "inherit" if group is None else group.source
 
 
 async def _provider_lifecycle(
@@ -71,6 +164,29 @@ def _pick(path: str) -> Any:
     return select
 
 
+@dataclass(frozen=True, slots=True)
+class ConcurrencyBounds:
+    """The admission limit's bounds per target, with the pool's capacity filled in for the defaults."""
+
+    min_limit: int
+    initial_limit: int
+    max_limit: int
+
+
+def concurrency_bounds(settings: Settings) -> ConcurrencyBounds:
+    """The ``concurrency`` bounds: ``max_limit`` defaults to the pool's capacity, ``initial_limit`` to it."""
+    group, database = settings.concurrency, settings.database
+    max_limit = group.max_limit if group.max_limit is not None else database.pool_size + database.max_overflow
+    initial_limit = group.initial_limit if group.initial_limit is not None else max_limit
+    if not group.min_limit <= initial_limit <= max_limit:
+        raise ConfigurationError(
+            "concurrency: needs min_limit <= initial_limit <= max_limit "
+            f"(here {group.min_limit}, {initial_limit}, {max_limit}; max_limit defaults to the pool's "
+            "database.pool_size + database.max_overflow)"
+        )
+    return ConcurrencyBounds(group.min_limit, initial_limit, max_limit)
+
+
 class Container(containers.DeclarativeContainer):
     """Every provider of the service, keyed by role."""
 
@@ -87,6 +203,18 @@ class Container(containers.DeclarativeContainer):
         wait=settings.provided.retry.wait,
     )
 
+    # One budget per process, shared by every use case: retries of all callers count together.
+    retry_budget = providers.Selector(
+        providers.Callable(_pick("retry.budget"), settings),
+        unlimited=providers.Singleton(UnlimitedRetryBudget),
+        token=providers.Singleton(
+            TokenRetryBudget,
+            ratio=settings.provided.retry.budget_ratio,
+            min_retries_per_s=settings.provided.retry.budget_min_retries_per_s,
+            ttl_s=settings.provided.retry.budget_ttl_s,
+        ),
+    )
+
     rate_limiter = providers.Selector(
         providers.Callable(_pick("rate_limiter.implementation"), settings),
         unlimited=providers.Singleton(UnlimitedRateLimiter),
@@ -96,6 +224,12 @@ class Container(containers.DeclarativeContainer):
             burst=settings.provided.rate_limiter.burst,
             max_wait_s=settings.provided.rate_limiter.max_wait_s,
         ),
+        sliding_window=providers.Singleton(
+            SlidingWindowRateLimiter,
+            rate_per_s=settings.provided.rate_limiter.rate_per_s,
+            window_s=settings.provided.rate_limiter.window_s,
+            max_wait_s=settings.provided.rate_limiter.max_wait_s,
+        ),
     )
 
     circuit_breaker = providers.Selector(
@@ -103,9 +237,40 @@ class Container(containers.DeclarativeContainer):
         always_closed=providers.Singleton(AlwaysClosedCircuitBreaker),
         in_memory=providers.Singleton(
             InMemoryCircuitBreaker,
-            failure_threshold=settings.provided.circuit_breaker.failure_threshold,
+            window=settings.provided.circuit_breaker.window,
+            window_size=settings.provided.circuit_breaker.window_size,
+            minimum_calls=settings.provided.circuit_breaker.minimum_calls,
+            failure_rate_threshold=settings.provided.circuit_breaker.failure_rate_threshold,
+            slow_call_rate_threshold=settings.provided.circuit_breaker.slow_call_rate_threshold,
+            slow_call_duration_s=settings.provided.circuit_breaker.slow_call_duration_s,
             recovery_time_s=settings.provided.circuit_breaker.recovery_time_s,
             half_open_max_calls=settings.provided.circuit_breaker.half_open_max_calls,
+        ),
+    )
+
+    # A Factory, not a Singleton: each target's admission gate learns its own limit, so whoever
+    # builds the gates calls this once per target (or takes ``concurrency_limit.provider``).
+    concurrency_bounds = providers.Callable(concurrency_bounds, settings)
+    concurrency_limit = providers.Selector(
+        providers.Callable(_pick("concurrency.implementation"), settings),
+        fixed=providers.Factory(FixedConcurrencyLimit, limit=concurrency_bounds.provided.initial_limit),
+        aimd=providers.Factory(
+            AimdConcurrencyLimit,
+            initial_limit=concurrency_bounds.provided.initial_limit,
+            min_limit=concurrency_bounds.provided.min_limit,
+            max_limit=concurrency_bounds.provided.max_limit,
+            backoff_ratio=settings.provided.concurrency.backoff_ratio,
+            slow_latency_s=settings.provided.concurrency.slow_latency_s,
+        ),
+        gradient=providers.Factory(
+            GradientConcurrencyLimit,
+            initial_limit=concurrency_bounds.provided.initial_limit,
+            min_limit=concurrency_bounds.provided.min_limit,
+            max_limit=concurrency_bounds.provided.max_limit,
+            smoothing=settings.provided.concurrency.smoothing,
+            rtt_tolerance=settings.provided.concurrency.rtt_tolerance,
+            long_window=settings.provided.concurrency.long_window,
+            queue_size=settings.provided.concurrency.queue_size,
         ),
     )
 
@@ -115,7 +280,24 @@ class Container(containers.DeclarativeContainer):
         round_robin=providers.Singleton(RoundRobinReplicaStrategy),
     )
 
-    connection_provider = providers.Singleton(build_connection_provider, settings.provided.database)
+    writer_credentials = providers.Selector(
+        providers.Callable(_pick("credentials.source"), settings),
+        **_credential_branches(settings.provided.credentials),
+    )
+    # Replicas share the writer's provider (and a command's cached token) unless configured apart.
+    replica_credentials = providers.Selector(
+        providers.Callable(_replica_credential_source, settings),
+        inherit=writer_credentials,
+        **_credential_branches(settings.provided.replica_credentials),
+    )
+    target_connect_args = providers.Singleton(
+        build_target_connect_args, settings, writer_credentials, replica_credentials
+    )
+
+    connection_provider = providers.Singleton(
+        build_connection_provider, settings.provided.database, target_connect_args=target_connect_args
+    )
+    migration_provider = providers.Factory(build_migration_provider, settings, writer_credentials)
 
     lifecycle = providers.Resource(
         _provider_lifecycle, connection_provider, settings.provided.database.teardown_timeout_s
@@ -134,6 +316,7 @@ class Container(containers.DeclarativeContainer):
     _use_case_deps: ClassVar[dict[str, Any]] = {
         "uow_factory": unit_of_work.provider,
         "retry_policy": retry_policy,
+        "retry_budget": retry_budget,
         "metrics": metrics,
     }
     open_account = providers.Factory(OpenAccount, **_use_case_deps)
@@ -163,6 +346,14 @@ async def stop_resources(container: Container) -> None:
     pending = container.shutdown_resources()
     if pending is not None:
         await pending
+
+
+def watch_served_secrets(container: Container, scrubber: SecretScrubber) -> None:
+    """Make ``scrubber`` mask every secret the credential providers hand out from now on."""
+    sources = {container.writer_credentials(), container.replica_credentials()}
+    for source in sources:
+        if source is not None:
+            scrubber.watch(source.served)
 
 
 def setup_logging(settings: Settings) -> SecretScrubber:

@@ -10,9 +10,11 @@ Passwords stay :class:`SecretStr` until an adapter connects, and no error messag
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -96,19 +98,39 @@ class DatabaseSettings(_Group):
 class RateLimiterSettings(_Group):
     """Which rate limiter guards the database, and its budget."""
 
-    implementation: Literal["unlimited", "token_bucket"] = "unlimited"
+    implementation: Literal["unlimited", "token_bucket", "sliding_window"] = "unlimited"
     rate_per_s: float = Field(default=1000.0, gt=0)
     burst: float = Field(default=100.0, ge=1)
     max_wait_s: float = Field(default=0.5, ge=0)
+    #: The sliding window's length: any ``window_s`` admits at most ``rate_per_s * window_s``.
+    window_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_holds_one_call(self) -> Self:
+        if self.implementation == "sliding_window" and self.rate_per_s * self.window_s < 1:
+            raise ValueError("rate_per_s * window_s must be >= 1 so that a window admits one call")
+        return self
 
 
 class CircuitBreakerSettings(_Group):
     """Which circuit breaker protects each target."""
 
     implementation: Literal["always_closed", "in_memory"] = "in_memory"
-    failure_threshold: int = Field(default=5, ge=1)
+    #: ``count``: the last ``window_size`` calls; ``time``: the calls of the last ``window_size`` seconds.
+    window: Literal["count", "time"] = "count"
+    window_size: int = Field(default=20, ge=1)
+    minimum_calls: int = Field(default=10, ge=1)
+    failure_rate_threshold: float = Field(default=0.5, gt=0, le=1)
+    slow_call_rate_threshold: float = Field(default=1.0, gt=0, le=1)
+    slow_call_duration_s: float = Field(default=5.0, gt=0)
     recovery_time_s: float = Field(default=5.0, gt=0)
     half_open_max_calls: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _minimum_fits_the_window(self) -> Self:
+        if self.window == "count" and self.minimum_calls > self.window_size:
+            raise ValueError("minimum_calls must be <= window_size for a count window, or it never opens")
+        return self
 
 
 class ReplicaSettings(_Group):
@@ -126,6 +148,37 @@ class RetrySettings(_Group):
     max_backoff_s: float = Field(default=2.0, ge=0)
     max_total_s: float = Field(default=10.0, gt=0)
     wait: bool = True
+    #: ``token``: retries may add ``budget_ratio`` to the request rate, plus a floor; ``unlimited``: off.
+    budget: Literal["unlimited", "token"] = "token"
+    budget_ratio: float = Field(default=0.2, ge=0, le=10)
+    budget_min_retries_per_s: float = Field(default=10.0, ge=0)
+    budget_ttl_s: float = Field(default=10.0, gt=0)
+
+
+class ConcurrencySettings(_Group):
+    """The admission limit per target: fixed, or adapting to the database's latency.
+
+    ``max_limit`` defaults to the pool's capacity (``pool_size + max_overflow``) and
+    ``initial_limit`` to ``max_limit``; ``fixed`` holds ``initial_limit``, the others start there.
+    The container checks ``min_limit <= initial_limit <= max_limit`` once the defaults are known.
+    """
+
+    implementation: Literal["fixed", "aimd", "gradient"] = "fixed"
+    min_limit: int = Field(default=1, ge=1)
+    initial_limit: int | None = Field(default=None, ge=1)
+    max_limit: int | None = Field(default=None, ge=1)
+    #: AIMD: a sample slower than this is a congestion signal, as is a dropped call.
+    slow_latency_s: float = Field(default=1.0, gt=0)
+    #: AIMD: what the limit is multiplied by on congestion.
+    backoff_ratio: float = Field(default=0.9, ge=0.5, lt=1)
+    #: Gradient: how much slower than the long-term latency a sample may be before the limit falls.
+    rtt_tolerance: float = Field(default=1.5, ge=1)
+    #: Gradient: how far each sample moves the limit towards its new estimate.
+    smoothing: float = Field(default=0.2, gt=0, le=1)
+    #: Gradient: how many samples the long-term latency average spans.
+    long_window: int = Field(default=600, ge=1)
+    #: Gradient: how many calls may queue on top of the estimated no-queue limit.
+    queue_size: int = Field(default=4, ge=0)
 
 
 class LoggingSettings(_Group):
@@ -133,6 +186,71 @@ class LoggingSettings(_Group):
 
     format: Literal["json", "console"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class TlsSettings(_Group):
+    """TLS to the database (``tls``; ``replica_tls`` overrides it for the replicas).
+
+    ``disable``: plain text. ``prefer`` (libpq's default): TLS when the server offers it, with no
+    check. ``require``: TLS or fail, any certificate. ``verify-ca``: a certificate signed by
+    ``ca_file`` (the system's trust store when unset). ``verify-full``: that, for the host name
+    connected to. A client certificate (``cert_file``, ``key_file``, ``key_password``) needs
+    ``require`` or stronger.
+    """
+
+    mode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _files_fit_the_mode(self) -> Self:
+        if self.ca_file is not None and self.mode not in ("verify-ca", "verify-full"):
+            raise ValueError("ca_file is only checked by mode verify-ca or verify-full")
+        if (self.cert_file or self.key_file) and self.mode in ("disable", "prefer"):
+            raise ValueError("a client certificate needs mode require, verify-ca or verify-full")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        return self
+
+
+class CredentialSettings(_Group):
+    """Where a role's password comes from (``credentials``; ``replica_credentials`` for replicas).
+
+    ``dsn``: the password in each DSN (or ``PGPASSWORD``, ``~/.pgpass``). ``static``: ``password``.
+    ``file``: ``password_file``, read again for every new connection, so a rotated secret is picked
+    up without a restart. ``command``: the token that ``command`` (split like a shell would, run
+    without one) prints, reused for ``token_ttl_s``.
+    """
+
+    source: Literal["dsn", "static", "file", "command"] = "dsn"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    command: str = ""
+    command_timeout_s: float = Field(default=5.0, gt=0)
+    token_ttl_s: float = Field(default=300.0, ge=0)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return tuple(shlex.split(self.command))
+
+    @model_validator(mode="after")
+    def _source_is_complete(self) -> Self:
+        try:
+            given = {"static": self.password, "file": self.password_file, "command": self.argv or None}
+        except ValueError:
+            raise ValueError("command has unbalanced quotes") from None
+        if self.source in given and given[self.source] is None:
+            needed = {"static": "password", "file": "password_file", "command": "command"}[self.source]
+            raise ValueError(f"source {self.source!r} needs {needed}")
+        return self
+
+
+class MigrationSettings(_Group):
+    """The role that owns the schema and runs migrations; the service's own role when ``url`` is unset."""
+
+    url: PostgresDsn | None = None
 
 
 PRESETS: Final[Mapping[Environment, Mapping[str, Mapping[str, object]]]] = {
@@ -189,7 +307,13 @@ class Settings(BaseSettings):
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     replicas: ReplicaSettings = ReplicaSettings()
     retry: RetrySettings = RetrySettings()
+    concurrency: ConcurrencySettings = ConcurrencySettings()
     logging: LoggingSettings = LoggingSettings()
+    tls: TlsSettings = TlsSettings()
+    replica_tls: TlsSettings | None = None
+    credentials: CredentialSettings = CredentialSettings()
+    replica_credentials: CredentialSettings | None = None
+    migration: MigrationSettings = MigrationSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -212,10 +336,19 @@ class Settings(BaseSettings):
         return data if preset is None else _deep_merge(preset, data)
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret configured, so a log processor can scrub it wherever it shows up."""
-        urls = [self.database.url, *self.database.replica_urls]
-        passwords = (urlsplit(url.get_secret_value()).password for url in urls if url is not None)
-        return tuple(p for p in passwords if p)
+        """Every secret configured, so a log processor can scrub it wherever it shows up.
+
+        Secrets read later (a password file, a token) are not known here; the credential
+        providers report those themselves.
+        """
+        urls = [self.database.url, *self.database.replica_urls, self.migration.url]
+        passwords = [urlsplit(url.get_secret_value()).password for url in urls if url is not None]
+        tls = [group.key_password for group in (self.tls, self.replica_tls) if group is not None]
+        static = [group.password for group in (self.credentials, self.replica_credentials) if group]
+        others = [secret.get_secret_value() for secret in (*tls, *static) if secret is not None]
+        # A DSN holds its password percent-encoded; a driver message may echo either form.
+        every = {*passwords, *(unquote(p) for p in passwords if p), *others}
+        return tuple(sorted(p for p in every if p))
 
 
 def load_settings(**overrides: Any) -> Settings:

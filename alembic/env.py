@@ -2,7 +2,7 @@
 
 ``cli.py migrate`` passes its own connection (holding the migration advisory lock) in
 ``config.attributes["connection"]``; a plain ``alembic upgrade head`` builds the container from
-the environment's settings and borrows a writer connection from it.
+the environment's settings and borrows a connection from its migration provider (the schema owner).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def _run_migrations(connection: Connection) -> None:
 
 async def _run_with_container() -> None:
     container = create_container(load_settings())
-    provider = container.connection_provider()
+    # The schema owner's credentials (migration.url) when configured, else the service's.
+    provider = container.migration_provider()
     try:
         async with provider.connection(Intent.WRITE) as connection:
             await connection.run_sync(_run_migrations)

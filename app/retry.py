@@ -11,7 +11,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_none, wait_random_exponential
 
 from app.metrics import Metrics
-from ports.errors import CommitOutcomeUnknownError, HexError
+from app.retry_budget import RetryBudget
+from ports.errors import CommitOutcomeUnknownError, HexError, InfrastructureError
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -44,21 +45,48 @@ async def run_with_retries(
     attempt: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
+    budget: RetryBudget,
     metrics: Metrics,
     operation: str,
     idempotent: bool,
 ) -> T:
-    """Run ``attempt`` until it succeeds, fails with an error unsafe to retry, or the policy gives up."""
+    """Run ``attempt`` until it succeeds, fails with an error unsafe to retry, or the policy gives up.
+
+    The call deposits into the process's retry ``budget`` once; each retry of an infrastructure
+    failure withdraws from it. When the budget is spent, the error is raised instead of retrying
+    (and counted), so the retries of many callers cannot multiply the load on a database that is
+    already failing. A transaction the server rolled back (serialization failure, deadlock) is
+    retried without drawing on the budget: like the circuit breaker, the budget reads it as a
+    healthy, contended database, and ``policy.max_attempts`` alone bounds those retries.
+    """
+    policy_stop = stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total_s)
+
+    def stop(state: RetryCallState) -> bool:
+        # Asked only once the error is known to be safe to retry, so a token is spent only on a
+        # retry that will happen: the policy's own limits are checked first.
+        if policy_stop(state):
+            return True
+        error = state.outcome.exception() if state.outcome else None
+        if not isinstance(error, InfrastructureError) or budget.try_withdraw():
+            return False
+        metrics.count_retry_budget_exhausted(operation)
+        log.warning(
+            "retry.budget_exhausted",
+            operation=operation,
+            attempt=state.attempt_number,
+            error=type(error).__name__,
+        )
+        return True
 
     def before_sleep(state: RetryCallState) -> None:
-        metrics.count_retry(operation)
         error = state.outcome.exception() if state.outcome else None
+        metrics.count_retry(operation, error)
         log.info(
             "retry.scheduled", operation=operation, attempt=state.attempt_number, error=type(error).__name__
         )
 
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total_s),
+        stop=stop,
         wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s)
         if policy.wait
         else wait_none(),
@@ -66,6 +94,7 @@ async def run_with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
+    budget.deposit()
     async for attempt_state in retrying:
         with attempt_state:
             return await attempt()

@@ -9,6 +9,7 @@ from typing import TypeVar
 from app.correlation import correlation_scope
 from app.metrics import Metrics
 from app.retry import RetryPolicy, run_with_retries
+from app.retry_budget import RetryBudget
 from domain.errors import IdempotencyKeyReusedError, InvalidArgumentError, UnknownAccountError
 from domain.ledger import (
     MAX_OWNER_LENGTH,
@@ -51,19 +52,23 @@ class _UseCase:
     operation: str = "use_case"
     intent: Intent = Intent.WRITE
     idempotent: bool = False
+    default_priority: Priority = Priority.NORMAL
 
     def __init__(
         self,
         *,
         uow_factory: UnitOfWorkFactory,
         retry_policy: RetryPolicy,
+        retry_budget: RetryBudget,
         metrics: Metrics,
-        priority: Priority = Priority.NORMAL,
+        priority: Priority | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._retry_policy = retry_policy
+        self._retry_budget = retry_budget
         self._metrics = metrics
-        self._priority = priority
+        # Each use case declares its admission class; a deployment may override it per instance.
+        self._priority = self.default_priority if priority is None else priority
 
     async def _run(self, body: Callable[[UnitOfWork], Awaitable[T]], correlation_id: str | None) -> T:
         with correlation_scope(correlation_id):
@@ -71,6 +76,7 @@ class _UseCase:
                 result = await run_with_retries(
                     lambda: self._attempt(body),
                     policy=self._retry_policy,
+                    budget=self._retry_budget,
                     metrics=self._metrics,
                     operation=self.operation,
                     idempotent=self.idempotent,
@@ -227,6 +233,8 @@ class AuditLedger(_UseCase):
     """
 
     operation = "audit_ledger"
+    # Bulk work: it scans every account, so it must never crowd out transfers.
+    default_priority = Priority.LOW
 
     async def __call__(self, *, correlation_id: str | None = None) -> AuditReport:
         async def body(uow: UnitOfWork) -> AuditReport:

@@ -123,3 +123,23 @@ class FakeDatabase:
         rate_limit_key: str = "default",
     ) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, intent, priority)
+
+
+@dataclass
+class RecordingRetryBudget:
+    """A retry budget that grants ``retries`` withdrawals, then refuses; it records every call."""
+
+    retries: int = 1_000_000
+    deposits: int = 0
+    withdrawals: int = 0
+    refusals: int = 0
+
+    def deposit(self) -> None:
+        self.deposits += 1
+
+    def try_withdraw(self) -> bool:
+        if self.withdrawals >= self.retries:
+            self.refusals += 1
+            return False
+        self.withdrawals += 1
+        return True

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +22,7 @@ from adapters.sqlalchemy.migrations import migrate
 from settings import Settings, load_settings
 
 DOCKER_IMAGE: Final = "postgres:16-alpine"
+CLI: Final = str(Path(sys.executable).parent / "alchemy-hex")
 
 
 def make_settings(
@@ -112,3 +116,18 @@ async def fetch_value(dsn: str, query: str) -> object:
         return await connection.fetchval(query)
     finally:
         await connection.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``alchemy-hex`` with ``args``, its own ``DATABASE_*``/``HEX_*`` variables only."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "HEX_"))}
+    return subprocess.run(
+        [CLI, *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

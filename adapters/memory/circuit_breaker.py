@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 import structlog
 
+from adapters.memory.call_window import CallWindow, CountWindow, TimeWindow
 from ports.circuit_breaker import BreakerState, CircuitBreaker
 from ports.errors import CircuitOpenError, InfrastructureError
 
@@ -23,6 +24,8 @@ TRANSITION_NAMES: Final = ("opened", "half_opened", "closed")
 # What a caller refused because every half-open trial slot is taken is told: the trials' duration
 # is unknown, so a short guess, never longer than a whole recovery period.
 _TRIALS_BUSY_RETRY_AFTER_S: Final = 0.1
+
+WindowKind = Literal["count", "time"]
 
 
 class _Outcome(enum.Enum):
@@ -41,53 +44,81 @@ def _outcome_of(error: BaseException) -> _Outcome:
 
 @dataclass(slots=True)
 class _Circuit:
+    window: CallWindow
     state: BreakerState = BreakerState.CLOSED
     # Bumped on every transition: an outcome only counts in the epoch that admitted its call, so a
     # slow call admitted while closed cannot reopen, or use up a trial of, a later half-open state.
     epoch: int = 0
-    consecutive_failures: int = 0
     opened_at: float = 0.0
     trials_in_flight: int = 0
     trial_successes: int = 0
     transitions: Counter[str] = field(default_factory=Counter)
 
-    def move_to(self, state: BreakerState, transition: str) -> None:
+    def move_to(self, state: BreakerState, transition: str, window: CallWindow) -> None:
         self.state = state
         self.epoch += 1
-        self.consecutive_failures = 0
+        self.window = window  # every state starts from an empty window, as in Resilience4j
         self.trials_in_flight = 0
         self.trial_successes = 0
         self.transitions[transition] += 1
 
 
 class InMemoryCircuitBreaker(CircuitBreaker):
-    """One closed/open/half-open circuit per target, created on first use.
+    """One closed/open/half-open circuit per target, created on first use, over a sliding window.
 
-    Closed: ``failure_threshold`` consecutive infrastructure failures open it (any success resets
-    the count). Open: every call is refused with ``retry_after_s`` = the time left until
-    half-open. After ``recovery_time_s`` the circuit is half-open (``state`` reports it without
-    waiting for a call): at most ``half_open_max_calls`` trial calls run at once, others are
-    refused with a short ``retry_after_s``. The first trial failure reopens it for another
-    ``recovery_time_s``; it closes once ``half_open_max_calls`` trials have succeeded without a
-    failure in between. A cancelled trial frees its slot and counts for nothing. Outcomes of calls
-    admitted before the latest transition are ignored. Safe to share between tasks of one loop.
+    Closed: every call that ends is recorded in a sliding window of the last ``window_size`` calls
+    (``window="count"``) or of the calls that ended in the last ``window_size`` seconds
+    (``window="time"``, to a tenth of the window). Once the window holds ``minimum_calls``, the
+    circuit opens when the share of infrastructure failures reaches ``failure_rate_threshold``
+    or the share of slow calls (longer than ``slow_call_duration_s`` from entering the guard to
+    leaving it, on the injected clock, whatever their outcome) reaches ``slow_call_rate_threshold``.
+    ``window_size = minimum_calls = N`` with ``failure_rate_threshold = 1`` is the classic breaker
+    that opens after N consecutive failures.
+
+    Open: every call is refused with ``retry_after_s`` = the time left until half-open. After
+    ``recovery_time_s`` the circuit is half-open (``state`` reports it without waiting for a
+    call): at most ``half_open_max_calls`` trial calls run at once, others are refused with a short
+    ``retry_after_s``. The first trial that fails or is slow reopens it for another
+    ``recovery_time_s``; it closes once ``half_open_max_calls`` trials have succeeded quickly. A
+    cancelled call frees its trial slot and counts for nothing. Outcomes of calls admitted before
+    the latest transition are ignored. Safe to share between tasks of one event loop: admission
+    never awaits, so a hundred concurrent callers cannot overshoot the trial count.
     """
 
     def __init__(
         self,
         *,
-        failure_threshold: int = 5,
+        window: WindowKind = "count",
+        window_size: int = 20,
+        minimum_calls: int = 10,
+        failure_rate_threshold: float = 0.5,
+        slow_call_rate_threshold: float = 1.0,
+        slow_call_duration_s: float = 5.0,
         recovery_time_s: float = 10.0,
         half_open_max_calls: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+        _check_window(window, window_size, minimum_calls)
+        for name, rate in [
+            ("failure_rate_threshold", failure_rate_threshold),
+            ("slow_call_rate_threshold", slow_call_rate_threshold),
+        ]:
+            if not 0 < rate <= 1:
+                raise ValueError(f"{name} must be a share > 0 and <= 1, got {rate!r}")
+        if not slow_call_duration_s > 0:
+            raise ValueError(
+                f"slow_call_duration_s must be > 0 (inf: never slow), got {slow_call_duration_s!r}"
+            )
         if not (0 <= recovery_time_s < math.inf):
             raise ValueError(f"recovery_time_s must be a finite number >= 0, got {recovery_time_s!r}")
         if half_open_max_calls < 1:
             raise ValueError(f"half_open_max_calls must be >= 1, got {half_open_max_calls!r}")
-        self._failure_threshold = failure_threshold
+        self._window_kind = window
+        self._window_size = window_size
+        self._minimum_calls = minimum_calls
+        self._failure_rate_threshold = failure_rate_threshold
+        self._slow_call_rate_threshold = slow_call_rate_threshold
+        self._slow_call_duration_s = slow_call_duration_s
         self._recovery_time_s = recovery_time_s
         self._half_open_max_calls = half_open_max_calls
         self._clock = clock
@@ -117,15 +148,18 @@ class InMemoryCircuitBreaker(CircuitBreaker):
     @contextmanager
     def _guarded(self, target: str) -> Iterator[None]:
         epoch = self._admit(target)
+        started_at = self._clock()
         try:
             yield
         except BaseException as error:
-            self._record(target, epoch, _outcome_of(error))
+            self._record(target, epoch, _outcome_of(error), started_at)
             raise  # recording is all a breaker does with an error: never swallow it
-        self._record(target, epoch, _Outcome.SUCCESS)
+        self._record(target, epoch, _Outcome.SUCCESS, started_at)
 
     def _admit(self, target: str) -> int:
-        circuit = self._circuits.setdefault(target, _Circuit())
+        circuit = self._circuits.get(target)
+        if circuit is None:
+            circuit = self._circuits[target] = _Circuit(window=self._new_window())
         now = self._clock()
         self._refresh(target, circuit, now)
         if circuit.state is BreakerState.OPEN:
@@ -136,46 +170,87 @@ class InMemoryCircuitBreaker(CircuitBreaker):
             circuit.trials_in_flight += 1
         return circuit.epoch
 
-    def _record(self, target: str, epoch: int, outcome: _Outcome) -> None:
+    def _record(self, target: str, epoch: int, outcome: _Outcome, started_at: float) -> None:
         circuit = self._circuits[target]
         if circuit.epoch != epoch:
             return  # admitted before the latest transition: stale news about the target
+        now = self._clock()
+        failed = outcome is _Outcome.FAILURE
+        slow = now - started_at > self._slow_call_duration_s
         if circuit.state is BreakerState.HALF_OPEN:
-            self._record_trial(target, circuit, outcome)
-        elif outcome is _Outcome.SUCCESS:
-            circuit.consecutive_failures = 0
-        elif outcome is _Outcome.FAILURE:
-            circuit.consecutive_failures += 1
-            if circuit.consecutive_failures >= self._failure_threshold:
-                self._open(target, circuit, failures=circuit.consecutive_failures)
+            self._record_trial(target, circuit, outcome, failed=failed, slow=slow)
+        elif outcome is not _Outcome.ABANDONED:
+            circuit.window.record(now, failed=failed, slow=slow)
+            self._check_rates(target, circuit, now)
 
-    def _record_trial(self, target: str, circuit: _Circuit, outcome: _Outcome) -> None:
+    def _check_rates(self, target: str, circuit: _Circuit, now: float) -> None:
+        tally = circuit.window.tally(now)
+        if tally.calls < self._minimum_calls:
+            return
+        if tally.failure_rate >= self._failure_rate_threshold:
+            reason = "failure_rate"
+        elif tally.slow_call_rate >= self._slow_call_rate_threshold:
+            reason = "slow_call_rate"
+        else:
+            return
+        self._open(
+            target,
+            circuit,
+            reason=reason,
+            calls=tally.calls,
+            failure_rate=round(tally.failure_rate, 3),
+            slow_call_rate=round(tally.slow_call_rate, 3),
+        )
+
+    def _record_trial(
+        self, target: str, circuit: _Circuit, outcome: _Outcome, *, failed: bool, slow: bool
+    ) -> None:
         circuit.trials_in_flight -= 1
-        if outcome is _Outcome.FAILURE:
-            self._open(target, circuit, failures=1)
-        elif outcome is _Outcome.SUCCESS:
-            circuit.trial_successes += 1
-            if circuit.trial_successes >= self._half_open_max_calls:
-                circuit.move_to(BreakerState.CLOSED, "closed")
-                log.info("circuit.closed", target=target, trials=self._half_open_max_calls)
+        if outcome is _Outcome.ABANDONED:
+            return
+        if failed or slow:
+            self._open(target, circuit, reason="trial_failed" if failed else "trial_slow")
+            return
+        circuit.trial_successes += 1
+        if circuit.trial_successes >= self._half_open_max_calls:
+            circuit.move_to(BreakerState.CLOSED, "closed", self._new_window())
+            log.info("circuit.closed", target=target, trials=self._half_open_max_calls)
 
     def _refresh(self, target: str, circuit: _Circuit, now: float) -> None:
         # Half-open is reached by the passing of time alone, so it is applied whenever anyone looks.
         if circuit.state is BreakerState.OPEN and now >= circuit.opened_at + self._recovery_time_s:
-            circuit.move_to(BreakerState.HALF_OPEN, "half_opened")
+            circuit.move_to(BreakerState.HALF_OPEN, "half_opened", circuit.window)
             log.info("circuit.half_opened", target=target, max_trials=self._half_open_max_calls)
 
-    def _open(self, target: str, circuit: _Circuit, *, failures: int) -> None:
+    def _open(self, target: str, circuit: _Circuit, *, reason: str, **context: object) -> None:
         previous = circuit.state
-        circuit.move_to(BreakerState.OPEN, "opened")
+        circuit.move_to(BreakerState.OPEN, "opened", self._new_window())
         circuit.opened_at = self._clock()
         log.warning(
             "circuit.opened",
             target=target,
-            failures=failures,
+            reason=reason,
             previous=previous.value,
             recovery_time_s=self._recovery_time_s,
+            **context,
         )
+
+    def _new_window(self) -> CallWindow:
+        if self._window_kind == "count":
+            return CountWindow(self._window_size)
+        return TimeWindow(float(self._window_size))
+
+
+def _check_window(window: str, window_size: int, minimum_calls: int) -> None:
+    if window not in ("count", "time"):
+        raise ValueError(f"window must be 'count' or 'time', got {window!r}")
+    if window_size < 1:
+        raise ValueError(f"window_size must be >= 1 (calls or seconds), got {window_size!r}")
+    if minimum_calls < 1:
+        raise ValueError(f"minimum_calls must be >= 1, got {minimum_calls!r}")
+    if window == "count" and minimum_calls > window_size:
+        # A count window never holds more than window_size calls: the circuit could never open.
+        raise ValueError(f"minimum_calls ({minimum_calls}) must be <= window_size ({window_size})")
 
 
 class AlwaysClosedCircuitBreaker(CircuitBreaker):

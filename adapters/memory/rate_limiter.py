@@ -1,4 +1,4 @@
-"""Token-bucket rate limiting per key, held in memory: the limit applies within one process."""
+"""Rate limiting per key, held in memory (token bucket, sliding log): the limit applies within one process."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -16,6 +17,8 @@ from ports.rate_limiter import RateLimiter
 # Float refill arithmetic can leave 0.9999999 of a token where a whole one is due; without this
 # slack a caller arriving exactly on time would be told to retry after a few nanoseconds.
 _TOKEN_EPSILON: Final = 1e-6
+# The same for times: a call whose window ends within a nanosecond of now has left it.
+_TIME_EPSILON_S: Final = 1e-9
 # Idle buckets are swept when the dict reaches this size (later: twice what survived the last
 # sweep), so each sweep is paid for by as many new keys and memory follows the keys in use.
 _SWEEP_AT_KEYS: Final = 1024
@@ -140,6 +143,139 @@ class TokenBucketRateLimiter(RateLimiter):
             if not bucket.waiters and bucket.tokens >= self._burst:
                 del self._buckets[key]
         self._sweep_at_keys = max(_SWEEP_AT_KEYS, 2 * len(self._buckets))
+
+
+@dataclass(slots=True, eq=False)  # identity equality: a cancelled waiter removes its own entry
+class _Admission:
+    at: float
+    cost: float
+
+
+@dataclass(slots=True)
+class _Log:
+    # Every admission (past, or reserved by a sleeping waiter) that is still in a window, oldest first.
+    admissions: deque[_Admission] = field(default_factory=deque)
+    total: float = 0.0
+
+
+class SlidingWindowRateLimiter(RateLimiter):
+    """Admits at most ``rate_per_s * window_s`` of cost in any ``window_s`` seconds, per key (a sliding log).
+
+    The limiter keeps the time and cost of every admission of the last ``window_s`` seconds, so
+    the bound is exact for every window, not an approximation from two fixed windows; the price is
+    memory of one entry per admission in the window (at most ``limit / cost`` per key). Unlike the
+    token bucket, a whole window's allowance may be spent in one burst. Waiting and refusing work as
+    in :class:`TokenBucketRateLimiter`: with ``max_wait_s == 0`` a call that does not fit is refused
+    at once; otherwise it reserves the earliest time at which it fits (never before an earlier
+    waiter of its key, so waiters are served in arrival order) and sleeps until then, unless that
+    is further away than ``max_wait_s``, when it is refused at once with ``retry_after_s`` = the
+    wait it would have had. A cancelled waiter's reservation is removed. Safe to share between the
+    tasks of one event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_per_s: float,
+        window_s: float = 1.0,
+        max_wait_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not (0 < rate_per_s < math.inf):
+            raise ValueError(f"rate_per_s must be a finite number > 0, got {rate_per_s!r}")
+        if not (0 < window_s < math.inf):
+            raise ValueError(f"window_s must be a finite number > 0, got {window_s!r}")
+        if not rate_per_s * window_s >= 1 - _TOKEN_EPSILON:
+            raise ValueError(f"rate_per_s * window_s must be >= 1, got {rate_per_s * window_s!r}")
+        if not max_wait_s >= 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
+        self._limit = rate_per_s * window_s
+        self._window_s = window_s
+        self._max_wait_s = max_wait_s
+        self._clock = clock
+        self._sleep = sleep
+        self._logs: dict[str, _Log] = {}
+        self._sweep_at_keys = _SWEEP_AT_KEYS
+
+    async def acquire(self, key: str = "default", *, cost: float = 1.0) -> None:
+        """Admit ``cost`` for ``key``, waiting at most ``max_wait_s``, or refuse the call."""
+        if not (0 < cost <= self._limit + _TOKEN_EPSILON):
+            raise ValueError(f"cost must be > 0 and <= rate_per_s * window_s ({self._limit}), got {cost!r}")
+        now = self._clock()
+        log = self._log(key, now)
+        wait_s = self._admit_at(log, cost, now) - now
+        if wait_s <= _TIME_EPSILON_S:
+            wait_s = 0.0
+        if wait_s > self._max_wait_s:
+            raise RateLimitExceededError(key, wait_s)
+        admission = _Admission(now + wait_s, cost)
+        log.admissions.append(admission)
+        log.total += cost
+        if wait_s > 0:
+            try:
+                await self._sleep(wait_s)
+            except BaseException:
+                # The caller gave up before its turn: the window is as if it had never come.
+                self._forget(log, admission)
+                raise
+
+    def in_window(self, key: str = "default") -> float:
+        """The cost admitted or reserved for ``key`` that still counts in a window. For stats and tests."""
+        log = self._logs.get(key)
+        if log is None:
+            return 0.0
+        self._expire(log, self._clock())
+        return log.total
+
+    @property
+    def key_count(self) -> int:
+        """How many keys currently have a log (empty ones are dropped as the dict grows)."""
+        return len(self._logs)
+
+    def _admit_at(self, log: _Log, cost: float, now: float) -> float:
+        """The earliest time ``cost`` fits in the window ending then, not before the last reservation."""
+        admissions = log.admissions
+        admit_at = max(now, admissions[-1].at) if admissions else now
+        remaining = log.total
+        for admission in admissions:
+            leaves_at = admission.at + self._window_s
+            if leaves_at > admit_at + _TIME_EPSILON_S:
+                if remaining + cost <= self._limit + _TOKEN_EPSILON:
+                    break
+                admit_at = leaves_at  # wait for this one to leave the window
+            remaining -= admission.cost
+        return admit_at
+
+    def _forget(self, log: _Log, admission: _Admission) -> None:
+        if admission in log.admissions:  # it may already have left the window if the loop lagged
+            log.admissions.remove(admission)
+            log.total -= admission.cost
+
+    def _expire(self, log: _Log, now: float) -> None:
+        admissions = log.admissions
+        while admissions and admissions[0].at + self._window_s <= now + _TIME_EPSILON_S:
+            log.total -= admissions.popleft().cost
+        if not admissions:
+            log.total = 0.0  # no drift from float subtraction survives an empty window
+
+    def _log(self, key: str, now: float) -> _Log:
+        log = self._logs.get(key)
+        if log is not None:
+            self._expire(log, now)
+            return log
+        if len(self._logs) >= self._sweep_at_keys:
+            self._sweep(now)
+        log = self._logs[key] = _Log()
+        return log
+
+    def _sweep(self, now: float) -> None:
+        # An empty log is exactly what a new key gets: dropping it changes nothing.
+        for key, log in list(self._logs.items()):
+            self._expire(log, now)
+            if not log.admissions:
+                del self._logs[key]
+        self._sweep_at_keys = max(_SWEEP_AT_KEYS, 2 * len(self._logs))
 
 
 class UnlimitedRateLimiter(RateLimiter):

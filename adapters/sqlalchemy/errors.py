@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+from collections.abc import Iterator
 from typing import Final
 
 from sqlalchemy import exc as sa_exc
@@ -13,8 +15,10 @@ from ports.errors import (
     DataIntegrityError,
     HexError,
     InfrastructureError,
+    PermissionDeniedError,
     QueryTimeoutError,
     ReadOnlyViolationError,
+    TlsError,
     TransactionConflictError,
 )
 
@@ -25,6 +29,11 @@ _TIMEOUT_CODES: Final = frozenset({"57014", "55P03", "25P03"})  # canceled, lock
 _READ_ONLY_CODE: Final = "25006"
 _INTEGRITY_CLASS: Final = "23"
 _LOGIN_CLASSES: Final = ("28", "3D")  # bad credentials, unknown database: not retryable
+_PRIVILEGE_CODE: Final = "42501"
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH_CODES: Final = frozenset({62, 64})
+# asyncpg's plain ConnectionError when the server answers "N" to the TLS request.
+_TLS_REFUSED: Final = "rejected SSL upgrade"
 
 
 def sqlstate_of(error: BaseException) -> str | None:
@@ -62,6 +71,8 @@ def translate(error: BaseException, *, target: str) -> HexError:
     """
     if isinstance(error, HexError):
         return error
+    if (tls := _tls_failure(error, target)) is not None:
+        return tls
     code = sqlstate_of(error)
     detail = f"{target}: {type(error).__name__}" + (f" (SQLSTATE {code})" if code else "")
     if code in _CONFLICT_CODES:
@@ -77,7 +88,11 @@ def translate(error: BaseException, *, target: str) -> HexError:
     if isinstance(error, TimeoutError | asyncio.TimeoutError):
         return QueryTimeoutError(f"timed out talking to {detail}")
     if code is not None and code.startswith(_LOGIN_CLASSES):
-        return InfrastructureError(f"cannot log in or open the database on {detail}")
+        # The server's reason (no client certificate, pg_hba rejects, failed password) names the
+        # role and database at most, never a secret.
+        return InfrastructureError(f"cannot log in or open the database on {detail}: {_first_line(error)}")
+    if code == _PRIVILEGE_CODE:
+        return PermissionDeniedError(f"permission denied on {detail}: {_first_line(error)}")
     if code is not None:
         return HexError(f"database error on {detail}: {_first_line(error)}")
     return InfrastructureError(f"unexpected driver error on {detail}")
@@ -88,3 +103,45 @@ def _first_line(error: BaseException) -> str:
     # parameters, which could carry user data into logs.
     orig = getattr(error, "orig", None) or error
     return str(orig).splitlines()[0][:300] if str(orig) else type(orig).__name__
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then its driver original and causes, each once."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        links = (orig, current.__cause__, current.__context__)
+        pending.extend(link for link in links if isinstance(link, BaseException))
+
+
+def _tls_failure(error: BaseException, target: str) -> TlsError | None:
+    """A ``TlsError`` that says which check failed, when ``error`` comes from the TLS handshake."""
+    for cause in _causes(error):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = (cause.verify_message or getattr(cause, "reason", None) or "verification failed").rstrip(
+                "."
+            )
+            if cause.verify_code in _NAME_MISMATCH_CODES:
+                return TlsError(
+                    f"TLS host name mismatch on {target}: {reason} "
+                    "(the certificate names another host; verify-full checks the name)"
+                )
+            return TlsError(
+                f"TLS certificate of {target} is not trusted: {reason} "
+                "(it is not signed by a CA in the configured ca_file)"
+            )
+        if isinstance(cause, ssl.SSLError) and "ALERT" in str(getattr(cause, "reason", "")):
+            # The server refused our side of the handshake (for example an unknown client
+            # certificate). Other TLS errors (EOF, bad record) are a broken connection, not a setting.
+            return TlsError(f"TLS handshake with {target} failed: the server sent {cause.reason}")
+        if isinstance(cause, ConnectionError) and _TLS_REFUSED in str(cause):
+            return TlsError(
+                f"{target} refused TLS: the server does not offer it and the TLS mode requires it"
+            )
+    return None

@@ -8,11 +8,13 @@ from typing import Final
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
-from ports.connection_provider import Intent
+from adapters.sqlalchemy.errors import translate
+from ports.connection_provider import WRITER, Intent
 
 #: Arbitrary but fixed: every instance of the service must agree on it.
 MIGRATION_LOCK_KEY: Final = 0x68657821  # "hex!"
@@ -33,7 +35,8 @@ async def migrate(
 
     Two instances starting at once both call this; the second waits for the first and then finds
     nothing left to do. Statement and lock timeouts are lifted for the session, since a migration
-    may legitimately run long, and restored before the connection returns to the pool.
+    may legitimately run long, and restored before the connection returns to the pool. A refused
+    statement raises the contract error (``PermissionDeniedError`` for a role that may not run DDL).
     """
     config = alembic_config()
 
@@ -52,6 +55,8 @@ async def migrate(
         try:
             await connection.run_sync(run)
             await connection.commit()
+        except sa_exc.DBAPIError as exc:
+            raise translate(exc, target=WRITER) from exc
         finally:
             await connection.rollback()
             await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Final, Literal, TextIO
 
 import structlog
@@ -17,25 +17,44 @@ _DSN_PASSWORD: Final = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):(?
 
 
 class SecretScrubber:
-    """A last line of defence: replace every known secret, and any DSN password, in every value."""
+    """A last line of defence: replace every known secret, and any DSN password, in every value.
+
+    Secrets known at start-up are given to the constructor; secrets only known later (a password
+    re-read from a rotated file, a fresh token) come from sources added with :meth:`watch`, asked
+    on every scrub.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = frozenset(s for s in secrets if s)
+        self._sources: list[Callable[[], Iterable[str]]] = []
+
+    def watch(self, source: Callable[[], Iterable[str]]) -> None:
+        """Also mask whatever ``source()`` returns at the time of each scrub (cheap; called often)."""
+        self._sources.append(source)
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        return self._mask(text, self._known())
+
+    def _known(self) -> list[str]:
+        known = self._secrets.union(*(source() for source in self._sources))
+        # Longest first, so a secret that contains another is masked whole.
+        return sorted((s for s in known if s), key=len, reverse=True)
+
+    @staticmethod
+    def _mask(text: str, secrets: list[str]) -> str:
+        for secret in secrets:
             text = text.replace(secret, _MASK)
         return _DSN_PASSWORD.sub(rf"\g<scheme>:{_MASK}@", text)
 
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        secrets = self._known()
         for key, value in event.items():
             if isinstance(value, str):
-                event[key] = self.scrub(value)
+                event[key] = self._mask(value, secrets)
             elif isinstance(value, BaseException):
-                event[key] = self.scrub(f"{type(value).__name__}: {value}")
+                event[key] = self._mask(f"{type(value).__name__}: {value}", secrets)
         return event
 
 

@@ -16,6 +16,7 @@ from ports.errors import (
     DatabaseUnavailableError,
     DataIntegrityError,
     ReadOnlyViolationError,
+    TransactionConflictError,
 )
 
 
@@ -35,7 +36,10 @@ ADAPTERS: dict[str, BreakerFactory] = {
     "always_closed": lambda _clock: AlwaysClosedCircuitBreaker(),
     "in_memory_default": lambda clock: InMemoryCircuitBreaker(clock=clock),
     "in_memory_touchy": lambda clock: InMemoryCircuitBreaker(
-        failure_threshold=1, recovery_time_s=1.0, half_open_max_calls=2, clock=clock
+        window_size=1, minimum_calls=1, recovery_time_s=1.0, half_open_max_calls=2, clock=clock
+    ),
+    "in_memory_time_window": lambda clock: InMemoryCircuitBreaker(
+        window="time", window_size=10, minimum_calls=5, failure_rate_threshold=0.2, clock=clock
     ),
 }
 
@@ -45,6 +49,7 @@ NOT_INFRASTRUCTURE = [
     InsufficientFundsError("account-1", 0, 100),
     DataIntegrityError("duplicate key value violates unique constraint"),
     ReadOnlyViolationError("write in a read-only unit of work"),
+    TransactionConflictError("could not serialize access due to concurrent update"),
     ValueError("bad input"),
     asyncio.CancelledError(),
 ]
@@ -91,11 +96,11 @@ def test_the_guard_re_raises_the_very_exception(make_breaker: BreakerFactory, er
 
 @each_breaker
 @pytest.mark.parametrize("error", NOT_INFRASTRUCTURE, ids=error_id)
-def test_errors_other_than_infrastructure_errors_never_open_the_circuit(
+def test_a_hundred_errors_other_than_infrastructure_errors_never_open_the_circuit(
     make_breaker: BreakerFactory, error: BaseException
 ) -> None:
     breaker = make_breaker(FakeClock())
-    for _ in range(50):
+    for _ in range(100):
         with pytest.raises(type(error)), breaker.guard("writer"):
             raise error
     assert breaker.state("writer") is BreakerState.CLOSED

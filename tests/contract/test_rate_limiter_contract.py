@@ -8,7 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.memory.rate_limiter import TokenBucketRateLimiter, UnlimitedRateLimiter
+from adapters.memory.rate_limiter import (
+    SlidingWindowRateLimiter,
+    TokenBucketRateLimiter,
+    UnlimitedRateLimiter,
+)
 from ports.errors import RateLimitExceededError
 from ports.rate_limiter import RateLimiter
 
@@ -37,6 +41,12 @@ ADAPTERS: dict[str, LimiterFactory] = {
     ),
     "token_bucket_waiting": lambda time: TokenBucketRateLimiter(
         rate_per_s=10.0, burst=5.0, max_wait_s=0.5, clock=time.clock, sleep=time.sleep
+    ),
+    "sliding_window_refusing": lambda time: SlidingWindowRateLimiter(
+        rate_per_s=10.0, window_s=0.5, clock=time.clock, sleep=time.sleep
+    ),
+    "sliding_window_waiting": lambda time: SlidingWindowRateLimiter(
+        rate_per_s=10.0, window_s=0.5, max_wait_s=0.5, clock=time.clock, sleep=time.sleep
     ),
 }
 

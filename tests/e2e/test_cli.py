@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from adapters.postgres.cluster import PostgresCluster, find_binaries
-from tests.support import create_database, with_database
+from tests.support import create_database, run_cli, with_database
 
-CLI = str(Path(sys.executable).parent / "alchemy-hex")
 PASSWORD = "Zebra-Quartz-7791-secret"
 
 
 def _run(
     *args: str, env: dict[str, str] | None = None, timeout_s: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "HEX_"))}
-    return subprocess.run(
-        [CLI, *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    return run_cli(*args, env=env, timeout_s=timeout_s)
 
 
 def test_the_demo_runs_on_its_own_embedded_server_and_keeps_the_books_balanced() -> None:

@@ -222,11 +222,15 @@ async def test_a_connection_held_past_the_hard_limit_is_reclaimed_with_a_clear_e
     provider = SqlAlchemyConnectionProvider(
         writer_url=database_url, pool_size=1, max_overflow=0, reclaim_after_s=0.1, monitor_interval_s=0.02
     )
+
+    async def hold_too_long() -> None:
+        async with provider.connection(Intent.WRITE) as connection:
+            await asyncio.sleep(0.3)
+            await connection.execute(text("SELECT 1"))
+
     try:
-        with pytest.raises(ConnectionReclaimedError, match="held past the 0.1s limit"):
-            async with provider.connection(Intent.WRITE) as connection:
-                await asyncio.sleep(0.3)
-                await connection.execute(text("SELECT 1"))
+        with pytest.raises(ConnectionReclaimedError, match=r"held past the 0\.1s limit"):
+            await hold_too_long()
         async with provider.connection(Intent.WRITE) as connection:
             assert await connection.scalar(text("SELECT 1")) == 1
         assert provider.checked_out == 0

@@ -8,39 +8,71 @@ import pytest
 from dependency_injector import providers
 
 from adapters.memory.circuit_breaker import AlwaysClosedCircuitBreaker, InMemoryCircuitBreaker
-from adapters.memory.rate_limiter import TokenBucketRateLimiter, UnlimitedRateLimiter
+from adapters.memory.concurrency_limit import (
+    AimdConcurrencyLimit,
+    FixedConcurrencyLimit,
+    GradientConcurrencyLimit,
+)
+from adapters.memory.rate_limiter import (
+    SlidingWindowRateLimiter,
+    TokenBucketRateLimiter,
+    UnlimitedRateLimiter,
+)
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy, WriterOnlyReplicaStrategy
+from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
 from container import create_container, start_resources, stop_resources
+from ports.concurrency_limit import ConcurrencyLimit
 from ports.errors import ConfigurationError
 from settings import load_settings
 from tests.fakes import FakeDatabase
 
 URL = "postgresql://app:pw@127.0.0.1:1/ledger"  # never connected to: engines connect lazily
+# With the default credentials source ("dsn") there is no password provider: the DSN carries it.
+NONE_WHEN_THE_DSN_HAS_THE_PASSWORD = {"writer_credentials", "replica_credentials"}
 CHOICES = list(
-    itertools.product(("dev", "test", "prod"), ("unlimited", "token_bucket"), ("always_closed", "in_memory"))
+    itertools.product(
+        ("dev", "test", "prod"),
+        ("unlimited", "token_bucket", "sliding_window"),
+        ("always_closed", "in_memory"),
+    )
 )
+# The choices that no other provider depends on vary together, every value at least once, so the
+# product stays small: (retry budget, concurrency limit, breaker window).
+INDEPENDENT_CHOICES = [
+    ("unlimited", "fixed", "count"),
+    ("token", "aimd", "time"),
+    ("token", "gradient", "count"),
+]
 
 
 @pytest.mark.parametrize(("environment", "limiter", "breaker"), CHOICES)
 @pytest.mark.parametrize("strategy", ["writer_only", "round_robin"])
+@pytest.mark.parametrize(("budget", "concurrency", "window"), INDEPENDENT_CHOICES)
 async def test_every_provider_resolves_for_every_preset_and_choice(
-    environment: str, limiter: str, breaker: str, strategy: str
+    environment: str, limiter: str, breaker: str, strategy: str, budget: str, concurrency: str, window: str
 ) -> None:
     settings = load_settings(
         environment=environment,
         database={"url": URL, "replica_urls": [URL]},
         rate_limiter={"implementation": limiter},
-        circuit_breaker={"implementation": breaker},
+        circuit_breaker={"implementation": breaker, "window": window},
         replicas={"strategy": strategy},
+        retry={"budget": budget},
+        concurrency={"implementation": concurrency},
     )
     container = create_container(settings)
     await start_resources(container)
     try:
         for name, provider in container.providers.items():
-            assert provider() is not None, name
-        expected_limiter = {"unlimited": UnlimitedRateLimiter, "token_bucket": TokenBucketRateLimiter}[
-            limiter
-        ]
+            resolved = provider()
+            assert resolved is not None or name in NONE_WHEN_THE_DSN_HAS_THE_PASSWORD, name
+            if name == "migration_provider":
+                await resolved.aclose()
+        expected_limiter: dict[str, type[object]] = {
+            "unlimited": UnlimitedRateLimiter,
+            "token_bucket": TokenBucketRateLimiter,
+            "sliding_window": SlidingWindowRateLimiter,
+        }
         expected_breaker = {"always_closed": AlwaysClosedCircuitBreaker, "in_memory": InMemoryCircuitBreaker}[
             breaker
         ]
@@ -48,10 +80,23 @@ async def test_every_provider_resolves_for_every_preset_and_choice(
             "writer_only": WriterOnlyReplicaStrategy,
             "round_robin": RoundRobinReplicaStrategy,
         }
-        assert isinstance(container.rate_limiter(), expected_limiter)
+        expected_limit: dict[str, type[object]] = {
+            "fixed": FixedConcurrencyLimit,
+            "aimd": AimdConcurrencyLimit,
+            "gradient": GradientConcurrencyLimit,
+        }
+        expected_budget = {"unlimited": UnlimitedRetryBudget, "token": TokenRetryBudget}[budget]
+        assert isinstance(container.rate_limiter(), expected_limiter[limiter])
         assert isinstance(container.circuit_breaker(), expected_breaker)
         assert isinstance(container.replica_strategy(), expected_strategy[strategy])
         assert container.circuit_breaker() is container.circuit_breaker()
+        assert isinstance(container.retry_budget(), expected_budget)
+        assert container.retry_budget() is container.retry_budget()
+        limit: ConcurrencyLimit = container.concurrency_limit()
+        assert isinstance(limit, expected_limit[concurrency])
+        assert limit is not container.concurrency_limit(), "one limit per target"
+        pool = settings.database.pool_size + settings.database.max_overflow
+        assert limit.limit == pool
         assert container.unit_of_work() is not container.unit_of_work()
     finally:
         await stop_resources(container)
@@ -70,3 +115,27 @@ async def test_a_use_case_provider_can_be_overridden_with_a_fake_unit_of_work() 
         open_account = container.open_account()
         account = await open_account("owner")
     assert account in fake.state.accounts
+
+
+def test_the_concurrency_limit_defaults_to_the_pools_capacity_and_refuses_bounds_that_cross() -> None:
+    settings = load_settings(
+        environment="test",
+        database={"url": URL, "pool_size": 8, "max_overflow": 2},
+        concurrency={"implementation": "aimd", "min_limit": 4, "initial_limit": 6},
+    )
+    limit = create_container(settings).concurrency_limit()
+    assert limit.limit == 6
+    for _ in range(100):
+        limit.on_sample(latency_s=0.001, in_flight=10, dropped=False)
+    assert limit.limit == 10
+    crossed = load_settings(environment="test", database={"url": URL}, concurrency={"min_limit": 16})
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        create_container(crossed).concurrency_limit()
+
+
+async def test_every_use_case_draws_on_the_one_retry_budget_of_the_process() -> None:
+    container = create_container(load_settings(environment="test", database={"url": URL}))
+    budget = container.retry_budget()
+    assert isinstance(budget, TokenRetryBudget)
+    assert container.transfer()._retry_budget is budget
+    assert container.get_balance()._retry_budget is budget

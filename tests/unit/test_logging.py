@@ -49,3 +49,14 @@ def test_known_secrets_and_dsn_passwords_are_scrubbed_everywhere() -> None:
 def test_the_scrubber_masks_the_longest_secret_first() -> None:
     scrubber = SecretScrubber(["abc", "abcdef"])
     assert scrubber.scrub("xabcdefx") == "x***x"
+
+
+def test_secrets_learnt_after_start_up_are_scrubbed_from_then_on() -> None:
+    served: list[str] = []
+    scrubber = SecretScrubber(["static-secret"])
+    scrubber.watch(lambda: served)
+    assert scrubber.scrub("rotated-secret") == "rotated-secret"
+
+    served.append("rotated-secret")
+
+    assert scrubber.scrub("pw=rotated-secret and static-secret") == "pw=*** and ***"

@@ -11,10 +11,11 @@ from structlog.testing import capture_logs
 
 from app.metrics import Metrics
 from app.retry import RetryPolicy
+from app.retry_budget import UnlimitedRetryBudget
 from app.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from domain.errors import InsufficientFundsError, InvalidArgumentError, UnknownAccountError
 from domain.ledger import AccountId
-from ports.connection_provider import Intent
+from ports.connection_provider import Intent, Priority
 from ports.errors import CommitOutcomeUnknownError, QueryTimeoutError, TransactionConflictError
 from tests.fakes import FakeDatabase
 
@@ -35,7 +36,9 @@ U = TypeVar("U", OpenAccount, Deposit, TransferMoney, GetBalance, GetStatement, 
 
 
 def _make(use_case: type[U], db: FakeDatabase, metrics: Metrics) -> U:
-    return use_case(uow_factory=db, retry_policy=NO_WAIT, metrics=metrics)
+    return use_case(
+        uow_factory=db, retry_policy=NO_WAIT, retry_budget=UnlimitedRetryBudget(), metrics=metrics
+    )
 
 
 async def _account(db: FakeDatabase, metrics: Metrics, amount: int) -> AccountId:
@@ -137,3 +140,9 @@ async def test_the_audit_sees_balances_equal_to_entries(db: FakeDatabase, metric
     report = await _make(AuditLedger, db, metrics)()
     assert report.balanced
     assert report.total_balance == 50
+
+
+async def test_each_use_case_asks_for_its_own_admission_class(db: FakeDatabase, metrics: Metrics) -> None:
+    await _make(AuditLedger, db, metrics)()
+    await _make(OpenAccount, db, metrics)("owner")
+    assert [uow.priority for uow in db.opened] == [Priority.LOW, Priority.NORMAL]
