@@ -8,7 +8,7 @@ the provider's disposal is the one ``Resource`` (``await container.shutdown_reso
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ from app.metrics import Metrics
 from app.retry import RetryPolicy
 from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
 from app.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
+from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
 from ports.credential_provider import CredentialProvider
 from ports.errors import ConfigurationError
@@ -44,7 +45,10 @@ from settings import CredentialSettings, DatabaseSettings, Settings, TlsSettings
 
 
 def build_connection_provider(
-    database: DatabaseSettings, *, target_connect_args: Mapping[str, Mapping[str, Any]] | None = None
+    database: DatabaseSettings,
+    *,
+    target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
+    concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
 ) -> SqlAlchemyConnectionProvider:
     """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here."""
     if database.url is None:
@@ -69,6 +73,7 @@ def build_connection_provider(
         leak_detection_threshold_s=database.leak_detection_threshold_s,
         stats_log_interval_s=database.stats_log_interval_s,
         target_connect_args=target_connect_args,
+        concurrency_limit=concurrency_limit,
     )
 
 
@@ -295,7 +300,10 @@ class Container(containers.DeclarativeContainer):
     )
 
     connection_provider = providers.Singleton(
-        build_connection_provider, settings.provided.database, target_connect_args=target_connect_args
+        build_connection_provider,
+        settings.provided.database,
+        target_connect_args=target_connect_args,
+        concurrency_limit=concurrency_limit.provider,
     )
     migration_provider = providers.Factory(build_migration_provider, settings, writer_credentials)
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import Priority
 from ports.errors import PoolQueueFullError, PoolTimeoutError, ShuttingDownError
 
@@ -42,12 +43,17 @@ class AdmissionGate:
         capacity: int,
         max_waiting: int,
         describe: Callable[[], str] | None = None,
+        limit: ConcurrencyLimit | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 1 or max_waiting < 0:
             raise ValueError(f"gate {name!r} needs capacity >= 1 and max_waiting >= 0")
         self.name = name
-        self._capacity = capacity
+        # ``capacity`` is the ceiling (the pool's size); an adaptive ``limit`` moves the effective
+        # capacity below it as it learns from the latency samples given to ``release``.
+        self._max_capacity = capacity
+        self._limit = limit
+        self._capacity = capacity if limit is None else min(capacity, max(1, limit.limit))
         self._max_waiting = max_waiting
         self._describe = describe or self.describe
         self._clock = clock
@@ -116,6 +122,7 @@ class AdmissionGate:
             self._abandon(future)
             if isinstance(error, TimeoutError):
                 self.counters.timed_out += 1
+                self._learn(timeout_s, self._in_use, dropped=True)
                 raise PoolTimeoutError(
                     f"no connection to {self.name!r} became free within {timeout_s:.3f}s ({self._describe()})"
                 ) from None
@@ -135,10 +142,22 @@ class AdmissionGate:
         else:
             future.cancel()
 
-    def release(self) -> None:
-        """Give back a slot taken by :meth:`acquire`; the next waiter, if any, gets it at once."""
+    def release(self, sample: tuple[float, int, bool] | None = None) -> None:
+        """Give back a slot taken by :meth:`acquire`; the next waiter, if any, gets it at once.
+
+        ``sample`` is ``(latency_s, in_flight_at_admission, dropped)`` of the call that held the
+        slot, for the adaptive limit (ignored without one).
+        """
         self._in_use -= 1
+        if sample is not None:
+            self._learn(*sample)
         self._wake()
+
+    def _learn(self, latency_s: float, in_flight: int, dropped: bool) -> None:
+        if self._limit is None:
+            return
+        self._limit.on_sample(latency_s=latency_s, in_flight=max(in_flight, 1), dropped=dropped)
+        self._capacity = min(self._max_capacity, max(1, self._limit.limit))
 
     def _wake(self) -> None:
         while self._in_use < self._capacity:

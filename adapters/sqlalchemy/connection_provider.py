@@ -19,6 +19,7 @@ from adapters.asyncio.admission_gate import AdmissionGate
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
 from adapters.sqlalchemy.targets import EngineOptions, Target, asyncpg_url, instrument, make_engine
+from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import (
     WRITER,
     ConnectionProvider,
@@ -33,6 +34,7 @@ from ports.errors import (
     DatabaseUnavailableError,
     EventLoopMismatchError,
     HexError,
+    InfrastructureError,
     ShuttingDownError,
 )
 
@@ -80,6 +82,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         stats_log_interval_s: float | None = 60.0,
         application_name: str = "alchemy-hex",
         target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
+        concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._options = EngineOptions(
@@ -104,6 +107,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._replica_eject_s = replica_eject_s
         self._monitor_interval_s = monitor_interval_s
         self._reclaim_after_s = reclaim_after_s
+        self._concurrency_limit = concurrency_limit
         self._stats_log_interval_s = stats_log_interval_s
         self._registry = CheckoutRegistry(clock=clock, leak_detection_threshold_s=leak_detection_threshold_s)
         self._closing = False
@@ -131,7 +135,13 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
         capacity = self._options.pool_size + self._options.max_overflow
         gate = AdmissionGate(
-            name=name, capacity=capacity, max_waiting=self._max_waiting, describe=describe, clock=self._clock
+            name=name,
+            capacity=capacity,
+            max_waiting=self._max_waiting,
+            describe=describe,
+            # One limit per target: what the writer's latency teaches says nothing of a replica.
+            limit=None if self._concurrency_limit is None else self._concurrency_limit(),
+            clock=self._clock,
         )
         role = "writer" if name == WRITER else "replica"
         target = Target(name=name, role=role, engine=engine, gate=gate)
@@ -343,7 +353,7 @@ class _Lease:
     manager costs several microseconds per use, which the benchmark against plain SQLAlchemy sees.
     """
 
-    __slots__ = ("_checkout", "_connection", "_priority", "_provider", "_state")
+    __slots__ = ("_checkout", "_connection", "_in_flight", "_priority", "_provider", "_state")
 
     def __init__(self, provider: SqlAlchemyConnectionProvider, state: Target, priority: Priority) -> None:
         self._provider = provider
@@ -356,6 +366,7 @@ class _Lease:
         if provider._closing:
             raise ShuttingDownError("connection provider is shutting down; no new work is admitted")
         await state.gate.acquire(self._priority, timeout_s=provider._acquire_timeout_s)
+        self._in_flight = state.gate.in_use
         try:
             self._connection = await provider._checkout(state)
         except BaseException:
@@ -371,11 +382,13 @@ class _Lease:
     ) -> None:
         provider, state = self._provider, self._state
         state.in_flight -= 1
-        state.usage_total_s += provider._registry.close(self._checkout)
+        held_s = provider._registry.close(self._checkout)
+        state.usage_total_s += held_s
+        dropped = isinstance(exc, InfrastructureError | TimeoutError | sa_exc.DBAPIError)
         try:
             await provider._release(self._connection)
         finally:
-            state.gate.release()
+            state.gate.release((held_s, self._in_flight, dropped))
         if self._checkout.reclaimed and isinstance(exc, Exception):
             limit = provider._reclaim_after_s
             raise ConnectionReclaimedError(

@@ -236,3 +236,26 @@ async def test_a_connection_held_past_the_hard_limit_is_reclaimed_with_a_clear_e
         assert provider.checked_out == 0
     finally:
         await provider.aclose()
+
+
+async def test_slow_calls_make_an_adaptive_limit_lower_the_admitted_concurrency(database_url: str) -> None:
+    from adapters.memory.concurrency_limit import AimdConcurrencyLimit
+
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url,
+        pool_size=8,
+        max_overflow=0,
+        concurrency_limit=lambda: AimdConcurrencyLimit(
+            initial_limit=8, min_limit=1, max_limit=8, backoff_ratio=0.5, slow_latency_s=0.05
+        ),
+    )
+
+    async def slow() -> None:
+        async with provider.connection(Intent.WRITE) as connection:
+            await connection.execute(text("SELECT pg_sleep(0.08)"))
+
+    try:
+        await asyncio.gather(*(slow() for _ in range(16)))
+        assert provider._target("writer").gate.capacity < 8
+    finally:
+        await provider.aclose()

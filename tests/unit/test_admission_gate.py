@@ -106,3 +106,40 @@ async def test_thousands_of_cancellations_at_random_points_leave_the_count_exact
     assert peak <= 5
     async with gate.admit(Priority.NORMAL, timeout_s=0.1):
         assert gate.in_use == 1
+
+
+class _HalvingLimit:
+    """A limit that halves on a dropped call and grows by one on a fast one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.samples: list[tuple[float, int, bool]] = []
+
+    def on_sample(self, *, latency_s: float, in_flight: int, dropped: bool) -> None:
+        self.samples.append((latency_s, in_flight, dropped))
+        self.limit = max(1, self.limit // 2) if dropped else self.limit + 1
+
+
+async def test_an_adaptive_limit_moves_the_capacity_but_never_above_the_pool() -> None:
+    limit = _HalvingLimit(4)
+    gate = AdmissionGate(name="writer", capacity=6, max_waiting=10, limit=limit)
+    assert gate.capacity == 4
+
+    await gate.acquire(Priority.NORMAL, timeout_s=1)
+    gate.release((0.5, 1, True))
+    assert gate.capacity == 2
+    for _ in range(10):
+        await gate.acquire(Priority.NORMAL, timeout_s=1)
+        gate.release((0.001, 1, False))
+    assert gate.capacity == 6
+    assert limit.samples[0] == (0.5, 1, True)
+
+
+async def test_a_waiter_that_times_out_teaches_the_limit_it_was_dropped() -> None:
+    limit = _HalvingLimit(2)
+    gate = AdmissionGate(name="writer", capacity=2, max_waiting=10, limit=limit)
+    async with gate.admit(Priority.NORMAL, timeout_s=1), gate.admit(Priority.NORMAL, timeout_s=1):
+        with pytest.raises(PoolTimeoutError):
+            await gate.acquire(Priority.NORMAL, timeout_s=0.01)
+    assert limit.samples == [(0.01, 2, True)]
+    assert gate.capacity == 1
