@@ -39,7 +39,8 @@ test: lint typecheck imports pgbouncer
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python tests/benchmarks/provider_bench.py
+	$(BIN)/python -m tests.benchmarks.provider_bench
+	$(BIN)/python -m tests.benchmarks.adaptive_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

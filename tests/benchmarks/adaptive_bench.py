@@ -1,0 +1,151 @@
+"""``make bench`` (second part): fixed vs adaptive admission limits while the database slows down.
+
+A loopback fault proxy adds latency to every round trip for the middle phase of the run; 50
+clients keep asking. For each limit: throughput, p99 time holding a connection (the admitted
+calls' latency), p99 end-to-end latency of successes, pool timeouts, and the gate's capacity at
+the end of each phase. Also measures both rate limiters' admitted rate in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from adapters.memory.concurrency_limit import AimdConcurrencyLimit, GradientConcurrencyLimit
+from adapters.memory.rate_limiter import SlidingWindowRateLimiter, TokenBucketRateLimiter
+from adapters.postgres.cluster import PostgresCluster, find_binaries
+from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from ports.concurrency_limit import ConcurrencyLimit
+from ports.connection_provider import Intent
+from ports.errors import HexError
+from ports.rate_limiter import RateLimiter
+from tests.chaos.fault_proxy import FaultProxy
+
+CLIENTS = 50
+POOL = 20
+PHASES = (("normal", 0.0, 2.0), ("slow", 0.05, 3.0), ("recovered", 0.0, 2.0))
+QUERY = text("SELECT pg_sleep(0.002)")
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] * 1e3 if len(values) >= 2 else float("nan")
+
+
+async def phase(provider: SqlAlchemyConnectionProvider, seconds: float) -> dict[str, float]:
+    held: list[float] = []
+    total: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal failures
+        while (start := time.perf_counter()) < deadline:
+            try:
+                async with provider.connection(Intent.WRITE) as connection:
+                    admitted = time.perf_counter()
+                    await connection.execute(QUERY)
+                held.append(time.perf_counter() - admitted)
+                total.append(time.perf_counter() - start)
+            except HexError:
+                failures += 1
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    capacity = provider._target("writer").gate.capacity
+    return {
+        "ops_per_s": len(total) / seconds,
+        "p99_held_ms": p99(held),
+        "p99_total_ms": p99(total),
+        "failures": failures,
+        "capacity_at_end": capacity,
+    }
+
+
+async def run_limit(
+    dsn: str, proxy: FaultProxy, make_limit: Callable[[], ConcurrencyLimit] | None
+) -> dict[str, Any]:
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=dsn,
+        pool_size=POOL,
+        max_overflow=0,
+        acquire_timeout_s=1.0,
+        concurrency_limit=make_limit,
+        stats_log_interval_s=None,
+    )
+    results: dict[str, Any] = {}
+    try:
+        for name, latency_s, seconds in PHASES:
+            proxy.set_latency(latency_s)
+            results[name] = await phase(provider, seconds)
+    finally:
+        proxy.set_latency(0.0)
+        await provider.aclose()
+    return results
+
+
+async def rate_check(limiter: RateLimiter, rate_per_s: float, seconds: float = 3.0) -> float:
+    admitted = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal admitted
+        while time.perf_counter() < deadline:
+            await limiter.acquire("bench")
+            admitted += 1
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(20))), seconds + 5)
+    return admitted / (time.perf_counter() - started) / rate_per_s
+
+
+def main() -> None:
+    limits: dict[str, Callable[[], ConcurrencyLimit] | None] = {
+        "fixed": None,
+        "aimd": lambda: AimdConcurrencyLimit(
+            initial_limit=POOL, min_limit=2, max_limit=POOL, backoff_ratio=0.9, slow_latency_s=0.03
+        ),
+        "gradient": lambda: GradientConcurrencyLimit(initial_limit=POOL, min_limit=2, max_limit=POOL),
+    }
+    results: dict[str, Any] = {"clients": CLIENTS, "pool": POOL, "phases": [p[0] for p in PHASES]}
+    with (
+        PostgresCluster(binaries=find_binaries()) as cluster,
+        FaultProxy(upstream_port=cluster.port) as proxy,
+    ):
+        dsn = proxy.dsn(cluster.dsn())
+        for name, make in limits.items():
+            results[name] = asyncio.run(run_limit(dsn, proxy, make))
+    results["rate_limiters_admitted_vs_configured"] = {
+        "token_bucket": asyncio.run(
+            rate_check(TokenBucketRateLimiter(rate_per_s=1000, burst=10, max_wait_s=5), 1000)
+        ),
+        "sliding_window": asyncio.run(
+            rate_check(SlidingWindowRateLimiter(rate_per_s=1000, window_s=0.1, max_wait_s=5), 1000)
+        ),
+    }
+    print(
+        f"{'limit':<10}{'phase':<11}{'ops/s':>8}{'p99 held ms':>13}{'p99 total ms':>14}{'failures':>10}{'capacity':>10}"
+    )
+    for name in limits:
+        for phase_name in results["phases"]:
+            r = results[name][phase_name]
+            print(
+                f"{name:<10}{phase_name:<11}{r['ops_per_s']:>8.0f}{r['p99_held_ms']:>13.1f}{r['p99_total_ms']:>14.1f}"
+                f"{r['failures']:>10}{r['capacity_at_end']:>10}"
+            )
+    for name, ratio in results["rate_limiters_admitted_vs_configured"].items():
+        print(f"rate limiter {name}: admitted {ratio:.3f} of the configured rate over 3 s")
+    existing = (
+        json.loads(Path("bench-results.json").read_text()) if Path("bench-results.json").exists() else {}
+    )
+    existing["adaptive_concurrency"] = results
+    Path("bench-results.json").write_text(json.dumps(existing, indent=2))
+
+
+if __name__ == "__main__":
+    main()
