@@ -128,8 +128,9 @@ def main() -> None:
             rate_check(SlidingWindowRateLimiter(rate_per_s=1000, window_s=0.1, max_wait_s=5), 1000)
         ),
     }
+    header = ("limit", "phase", "ops/s", "p99 held ms", "p99 total ms", "failures", "capacity")
     print(
-        f"{'limit':<10}{'phase':<11}{'ops/s':>8}{'p99 held ms':>13}{'p99 total ms':>14}{'failures':>10}{'capacity':>10}"
+        f"{header[0]:<10}{header[1]:<11}{header[2]:>8}{header[3]:>13}{header[4]:>14}{header[5]:>10}{header[6]:>10}"
     )
     for name in limits:
         for phase_name in results["phases"]:
