@@ -12,7 +12,7 @@ from tenacity.wait import wait_none, wait_random_exponential
 
 from app.metrics import Metrics
 from app.retry_budget import RetryBudget
-from ports.errors import CommitOutcomeUnknownError, HexError, InfrastructureError
+from ports.errors import CommitOutcomeUnknownError, HexError, InfrastructureError, SaturationError
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -67,7 +67,8 @@ async def run_with_retries(
         if policy_stop(state):
             return True
         error = state.outcome.exception() if state.outcome else None
-        if not isinstance(error, InfrastructureError) or budget.try_withdraw():
+        # Saturation retries add load exactly when there is none to spare: they draw on it too.
+        if not isinstance(error, InfrastructureError | SaturationError) or budget.try_withdraw():
             return False
         metrics.count_retry_budget_exhausted(operation)
         log.warning(

@@ -29,16 +29,22 @@ class DatabaseUnavailableError(InfrastructureError):
     retryable = True
 
 
-class PoolTimeoutError(InfrastructureError):
+class SaturationError(HexError):
+    """This process has no connection to spare right now; the database itself may be healthy.
+
+    Not an :class:`InfrastructureError`: local saturation must not open the target's circuit,
+    or the breaker would go on refusing the critical work the admission priorities let through.
+    """
+
+    retryable = True
+
+
+class PoolTimeoutError(SaturationError):
     """No connection became free within the acquire timeout; the message carries the pool state."""
 
-    retryable = True
 
-
-class PoolQueueFullError(InfrastructureError):
-    """The bounded queue of requests waiting for a connection is full; rejected at once."""
-
-    retryable = True
+class PoolQueueFullError(SaturationError):
+    """The bounded queue of requests waiting for a connection is full (for this request's priority)."""
 
 
 class ConnectionReclaimedError(InfrastructureError):

@@ -104,10 +104,31 @@ class AdmissionGate:
             self._in_use += 1
             self.counters.served += 1
             return 0.0
-        if self._waiting >= self._max_waiting:
+        if self._waiting >= self._max_waiting and not self._evict_below(priority):
             self.counters.rejected += 1
             raise PoolQueueFullError(f"pool {self.name!r} wait queue is full ({self._describe()})")
         return await self._wait(priority, timeout_s)
+
+    def _evict_below(self, priority: Priority) -> bool:
+        """Make room in a full queue by refusing the newest waiter of the lowest class below ``priority``.
+
+        A full queue must not lock out critical work behind bulk work that is merely waiting.
+        """
+        for lower in reversed(Priority):
+            if lower <= priority:
+                return False
+            queue = self._queues[lower]
+            while queue:
+                future = queue.pop()
+                if not future.done():
+                    self.counters.rejected += 1
+                    future.set_exception(
+                        PoolQueueFullError(
+                            f"pool {self.name!r} wait queue is full; a {priority.name} request took the place"
+                        )
+                    )
+                    return True
+        return False
 
     async def _wait(self, priority: Priority, timeout_s: float) -> float:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
