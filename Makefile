@@ -42,5 +42,10 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.provider_bench
 	$(BIN)/python -m tests.benchmarks.adaptive_bench
 
+# Every fault scenario at full length on throwaway servers (about two minutes); writes chaos-results.json.
+# make runs from the project root, which `python -m` puts on sys.path for the tests package.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
