@@ -171,6 +171,22 @@ def _summary(container: Container, report: WorkloadReport) -> dict[str, Any]:
             "by_target": dict(stats.reads_by_target),
             "served_in_recovery": stats.reads_in_recovery,
             "writer_fallbacks": stats.writer_fallbacks,
+            # Why each read ran where it did (see ports.connection_provider.ReadRoute).
+            "routes": dict(stats.read_routes),
+            "causal_waits": stats.causal_waits,
+            "replicas": [
+                {
+                    "name": r.name,
+                    "healthy": r.healthy,
+                    "ejected": r.ejected,
+                    "lag_s": None if r.lag_s is None else round(r.lag_s, 4),
+                    "reads": r.reads,
+                    "lag_skips": r.lag_skips,
+                    "ejections": r.ejections,
+                    "readmissions": r.readmissions,
+                }
+                for r in stats.replicas
+            ],
         },
         "pools": [
             {
@@ -210,6 +226,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"reads       by target {reads['by_target']}   served by a server in recovery: "
         f"{reads['served_in_recovery']}   writer fallbacks: {reads['writer_fallbacks']}"
     )
+    print(f"routes      {reads['routes'] or 'none'}")
+    for replica in reads["replicas"]:
+        print(
+            f"replica     {replica['name']:<10} healthy={replica['healthy']} ejected={replica['ejected']} "
+            f"lag_s={replica['lag_s']} reads={replica['reads']} lag_skips={replica['lag_skips']} "
+            f"ejections={replica['ejections']} readmissions={replica['readmissions']}"
+        )
     for pool in summary["pools"]:
         print(
             f"pool        {pool['target']:<10} size={pool['size']} in_use={pool['in_use']} "

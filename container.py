@@ -28,7 +28,14 @@ from adapters.memory.rate_limiter import (
     TokenBucketRateLimiter,
     UnlimitedRateLimiter,
 )
-from adapters.memory.replica_strategy import RoundRobinReplicaStrategy, WriterOnlyReplicaStrategy
+from adapters.memory.replica_strategy import (
+    LagAwareReplicaStrategy,
+    LeastInFlightReplicaStrategy,
+    RandomReplicaStrategy,
+    RoundRobinReplicaStrategy,
+    WeightedReplicaStrategy,
+    WriterOnlyReplicaStrategy,
+)
 from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
@@ -41,7 +48,7 @@ from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
 from ports.credential_provider import CredentialProvider
 from ports.errors import ConfigurationError
-from settings import CredentialSettings, DatabaseSettings, Settings, TlsSettings
+from settings import CredentialSettings, DatabaseSettings, ReplicaSettings, Settings, TlsSettings
 
 
 def build_connection_provider(
@@ -49,10 +56,17 @@ def build_connection_provider(
     *,
     target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
     concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
+    replicas: ReplicaSettings | None = None,
 ) -> SqlAlchemyConnectionProvider:
     """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here."""
     if database.url is None:
         raise ConfigurationError("database.url: not set (set DATABASE_URL or HEX_DATABASE__URL)")
+    replicas = replicas or ReplicaSettings()
+    if replicas.weights and len(replicas.weights) != len(database.replica_urls):
+        raise ConfigurationError(
+            f"replicas.weights: {len(replicas.weights)} given for {len(database.replica_urls)} "
+            "database.replica_urls; give one per replica, in the same order, or none"
+        )
     return SqlAlchemyConnectionProvider(
         writer_url=database.url.get_secret_value(),
         replica_urls=[url.get_secret_value() for url in database.replica_urls],
@@ -74,6 +88,9 @@ def build_connection_provider(
         stats_log_interval_s=database.stats_log_interval_s,
         target_connect_args=target_connect_args,
         concurrency_limit=concurrency_limit,
+        replica_weights=replicas.weights,
+        probe_interval_s=replicas.probe_interval_s if database.replica_urls else None,
+        probe_timeout_s=replicas.probe_timeout_s,
     )
 
 
@@ -279,12 +296,6 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
-    replica_strategy = providers.Selector(
-        providers.Callable(_pick("replicas.strategy"), settings),
-        writer_only=providers.Singleton(WriterOnlyReplicaStrategy),
-        round_robin=providers.Singleton(RoundRobinReplicaStrategy),
-    )
-
     writer_credentials = providers.Selector(
         providers.Callable(_pick("credentials.source"), settings),
         **_credential_branches(settings.provided.credentials),
@@ -304,11 +315,27 @@ class Container(containers.DeclarativeContainer):
         settings.provided.database,
         target_connect_args=target_connect_args,
         concurrency_limit=concurrency_limit.provider,
+        replicas=settings.provided.replicas,
     )
     migration_provider = providers.Factory(build_migration_provider, settings, writer_credentials)
 
     lifecycle = providers.Resource(
         _provider_lifecycle, connection_provider, settings.provided.database.teardown_timeout_s
+    )
+
+    replica_strategy = providers.Selector(
+        providers.Callable(_pick("replicas.strategy"), settings),
+        writer_only=providers.Singleton(WriterOnlyReplicaStrategy),
+        round_robin=providers.Singleton(RoundRobinReplicaStrategy),
+        random=providers.Singleton(RandomReplicaStrategy),
+        weighted=providers.Singleton(WeightedReplicaStrategy),
+        least_in_flight=providers.Singleton(LeastInFlightReplicaStrategy),
+        # The strategy reports each replica it skips, so the provider's stats say why reads moved.
+        lag_aware=providers.Singleton(
+            LagAwareReplicaStrategy,
+            max_lag_s=settings.provided.replicas.max_lag_s,
+            on_skip=connection_provider.provided.record_lag_skip,
+        ),
     )
 
     unit_of_work = providers.Factory(
@@ -319,6 +346,7 @@ class Container(containers.DeclarativeContainer):
         replica_strategy=replica_strategy,
         fallback_to_writer=settings.provided.replicas.fallback_to_writer,
         isolation_level=settings.provided.database.isolation_level,
+        causal_wait_s=settings.provided.replicas.causal_wait_s,
     )
 
     _use_case_deps: ClassVar[dict[str, Any]] = {

@@ -134,10 +134,25 @@ class CircuitBreakerSettings(_Group):
 
 
 class ReplicaSettings(_Group):
-    """How reads choose a replica, and what happens when none is usable."""
+    """How reads choose a replica, how replicas are watched, and what happens when none is usable.
 
-    strategy: Literal["writer_only", "round_robin"] = "round_robin"
+    ``weights`` give the replicas of ``database.replica_urls``, in order, their shares of reads
+    under ``weighted`` (empty: 1 each; 0 drains one). A background probe every
+    ``probe_interval_s`` (``None``: none) checks each replica within ``probe_timeout_s`` and
+    measures its replay lag; ``lag_aware`` skips replicas lagging more than ``max_lag_s``. A read
+    given a causal token waits up to ``causal_wait_s`` for a replica to replay it, else the writer
+    serves it.
+    """
+
+    strategy: Literal["writer_only", "round_robin", "random", "weighted", "least_in_flight", "lag_aware"] = (
+        "round_robin"
+    )
     fallback_to_writer: bool = True
+    weights: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] = ()
+    max_lag_s: float = Field(default=1.0, gt=0)
+    probe_interval_s: float | None = Field(default=1.0, gt=0)
+    probe_timeout_s: float = Field(default=1.0, gt=0)
+    causal_wait_s: float = Field(default=1.0, ge=0)
 
 
 class RetrySettings(_Group):
@@ -260,6 +275,7 @@ PRESETS: Final[Mapping[Environment, Mapping[str, Mapping[str, object]]]] = {
         "retry": {"wait": False},
         "database": {"acquire_timeout_s": 2.0, "connect_timeout_s": 2.0, "replica_eject_s": 1.0},
         "circuit_breaker": {"recovery_time_s": 0.5},
+        "replicas": {"probe_interval_s": 0.2, "probe_timeout_s": 0.5},
     },
     "prod": {
         "logging": {"format": "json"},

@@ -61,19 +61,94 @@ class TargetStats:
         )
 
 
+class ReadRoute(enum.StrEnum):
+    """Why a read unit of work ran where it did; the stats count read units per route."""
+
+    #: The replica strategy's choice.
+    REPLICA = "replica"
+    #: Given a causal token, on a replica already known to have replayed it: no wait.
+    REPLICA_CAUGHT_UP = "replica_caught_up"
+    #: Given a causal token, on a replica after waiting for it to replay that position.
+    REPLICA_AFTER_WAIT = "replica_after_wait"
+    #: No replica is configured: the writer is the read endpoint, not a fallback.
+    WRITER = "writer"
+    #: Fallback: no replica was healthy with its circuit admitting calls.
+    FALLBACK_NO_HEALTHY_REPLICA = "fallback_no_healthy_replica"
+    #: Fallback: the strategy chose none (``writer_only``, or every healthy replica lagged too far).
+    FALLBACK_DECLINED = "fallback_declined"
+    #: Fallback: every replica tried failed to open a transaction.
+    FALLBACK_REPLICA_FAILED = "fallback_replica_failed"
+    #: Fallback: the chosen replica had not replayed the causal token within the wait.
+    FALLBACK_TOKEN_NOT_REPLAYED = "fallback_token_not_replayed"
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.value.startswith("fallback_")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CausalToken:
+    """The writer's log position when a write unit of work committed; opaque and totally ordered.
+
+    A read unit given a token is served only by a server that has replayed at least this position,
+    so it sees that write (read-your-writes). Tokens compare by position; the greater of two tokens
+    covers both writes.
+    """
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStats:
+    """A snapshot of one replica's health as the background probe and the router see it.
+
+    ``lag_s`` is how long the writer's log position took to become visible on the replica at the
+    last probe (0 when it had already replayed everything, so an idle writer shows no lag; ``None``
+    when unknown). ``ejected`` names why the replica is out of rotation (``unreachable``,
+    ``connect_failed``, ``promoted``) or is ``None``.
+    """
+
+    name: str
+    healthy: bool
+    ejected: str | None
+    in_recovery: bool | None
+    lag_s: float | None
+    weight: float
+    in_flight: int
+    reads: int
+    lag_skips: int
+    ejections: int
+    readmissions: int
+    probes: int
+    probe_failures: int
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderStats:
-    """A snapshot of every target; ``reads_by_target`` counts read units by where they ran."""
+    """A snapshot of every target; ``reads_by_target`` counts read units by where they ran.
+
+    ``read_routes`` counts read units by :class:`ReadRoute` (why they ran there);
+    ``writer_fallbacks`` sums the fallback routes. ``causal_waits`` counts read units that waited
+    for a replica to replay a causal token, ``causal_wait_total_s`` the time they waited.
+    """
 
     targets: tuple[TargetStats, ...]
     reads_by_target: Mapping[str, int] = field(default_factory=dict)
     reads_in_recovery: int = 0
     writer_fallbacks: int = 0
+    read_routes: Mapping[str, int] = field(default_factory=dict)
+    replicas: tuple[ReplicaStats, ...] = ()
+    causal_waits: int = 0
+    causal_wait_total_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaView:
-    """What a :class:`ReplicaStrategy` may know of a replica when it chooses one."""
+    """What a :class:`ReplicaStrategy` may know of a replica when it chooses one.
+
+    ``lag_s`` is the replay lag the last probe measured (``None`` when unknown: not probed yet, or
+    the writer was unreachable); ``weight`` is the configured share of reads (0 takes none).
+    """
 
     name: str
     healthy: bool
@@ -113,8 +188,16 @@ class ConnectionProvider(Protocol[ConnectionT_co]):
         """The replicas as a strategy sees them: health, connections in flight, lag."""
         ...
 
-    def record_read(self, target: str, *, in_recovery: bool, fallback: bool) -> None:
-        """Count a read unit of work served by ``target`` (``fallback``: a replica was wanted)."""
+    def record_read(self, target: str, *, in_recovery: bool, route: ReadRoute) -> None:
+        """Count a read unit of work served by ``target``, and why it ran there."""
+        ...
+
+    def record_lag_skip(self, replica: str) -> None:
+        """Count a choice that passed ``replica`` over because it lagged too far behind."""
+        ...
+
+    def has_replayed(self, replica: str, token: CausalToken) -> bool:
+        """Whether ``replica`` is known, without any I/O, to have replayed ``token``'s position."""
         ...
 
     async def wait_for_replay(self, timeout_s: float = 5.0) -> bool:

@@ -6,7 +6,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ports.account_repository import AccountRepository
-from ports.connection_provider import Intent, Priority
+from ports.connection_provider import CausalToken, Intent, Priority
 from ports.transfer_repository import TransferRepository
 
 
@@ -19,6 +19,10 @@ class UnitOfWork(Protocol):
     so a write on a read path fails with :class:`ports.errors.ReadOnlyViolationError`. Leaving
     rolls back unless :meth:`commit` was called, and always releases the connection. Errors are
     the contract errors of ``ports.errors``. A unit of work is used once, by one task.
+
+    Read-your-writes: a write unit asked for a causal token exposes one once committed
+    (:attr:`causal_token`); a read unit given that token runs on a server that has replayed the
+    write (a replica that has caught up, waiting a bounded time, else the writer).
     """
 
     accounts: AccountRepository
@@ -28,6 +32,14 @@ class UnitOfWork(Protocol):
     def target(self) -> str:
         """Where the transaction runs: ``"writer"`` or a replica's name (valid once entered)."""
         ...
+
+    @property
+    def causal_token(self) -> CausalToken | None:
+        """After a committed write unit that was asked for one, the writer's position; else ``None``.
+
+        The default suits a single server, where every read already sees every committed write.
+        """
+        return None
 
     async def __aenter__(self) -> Self: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -12,20 +13,33 @@ from typing import Any
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.asyncio.admission_gate import AdmissionGate
+from adapters.asyncio.shielding import run_to_completion
+from adapters.sqlalchemy import wal
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
-from adapters.sqlalchemy.targets import EngineOptions, Target, asyncpg_url, instrument, make_engine
+from adapters.sqlalchemy.replica_health import ReplicaSet
+from adapters.sqlalchemy.replica_probe import ReplicaProber
+from adapters.sqlalchemy.targets import (
+    EngineOptions,
+    Target,
+    asyncpg_url,
+    instrument,
+    make_engine,
+    probe_connector,
+    target_stats,
+)
 from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import (
     WRITER,
+    CausalToken,
     ConnectionProvider,
     Intent,
     Priority,
     ProviderStats,
+    ReadRoute,
     ReplicaView,
     TargetStats,
 )
@@ -55,6 +69,13 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     :class:`ConnectionReclaimedError`). Release survives
     cancellation. The provider belongs to the event loop that first uses it; another loop gets
     :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
+
+    The writer may be several hosts (``postgresql://u@h1:5432,h2:5432/db``): a new connection goes
+    to the first that accepts read-write sessions, so a promoted standby is found after a failover.
+    Replicas are ejected for ``replica_eject_s`` after a failed connect and, with
+    ``probe_interval_s`` set, probed in the background (see :class:`ReplicaProber`): ejected while
+    unreachable or promoted, readmitted once a probe succeeds, their replay lag measured.
+    ``replica_weights`` (one per replica, default 1) are handed to the strategy in the views.
     """
 
     def __init__(
@@ -76,6 +97,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         pre_ping_idle_s: float = 1.0,
         pgbouncer: bool = False,
         replica_eject_s: float = 5.0,
+        replica_weights: Sequence[float] = (),
+        probe_interval_s: float | None = None,
+        probe_timeout_s: float = 1.0,
         leak_detection_threshold_s: float | None = None,
         reclaim_after_s: float | None = None,
         monitor_interval_s: float = 1.0,
@@ -104,7 +128,6 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._clock = clock
         self._acquire_timeout_s = acquire_timeout_s
         self._max_waiting = max_waiting
-        self._replica_eject_s = replica_eject_s
         self._monitor_interval_s = monitor_interval_s
         self._reclaim_after_s = reclaim_after_s
         self._concurrency_limit = concurrency_limit
@@ -114,16 +137,35 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._drained = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitor: asyncio.Task[None] | None = None
-        self._reads_in_recovery = 0
-        self._writer_fallbacks = 0
         extras = target_connect_args or {}
         dsns = {WRITER: writer_url} | {f"replica-{i}": url for i, url in enumerate(replica_urls, start=1)}
         self._targets = {
             name: self._make_target(name, dsn, extras.get(name, {})) for name, dsn in dsns.items()
         }
+        try:
+            weights = tuple(replica_weights) or (1.0,) * len(replica_urls)
+            self._replicas = ReplicaSet(self._targets, weights=weights, eject_s=replica_eject_s, clock=clock)
+        except ValueError as error:
+            raise HexError(str(error)) from None
+        self._prober = None
+        if replica_urls and probe_interval_s is not None:
+
+            def connect(name: str) -> Callable[[], Any]:
+                role = "writer" if name == WRITER else "replica"
+                extra = extras.get(name, {})
+                return probe_connector(dsns[name], self._options, extra, role=role, timeout_s=probe_timeout_s)
+
+            self._prober = ReplicaProber(
+                writer=connect(WRITER),
+                replicas={name: (connect(name), h) for name, h in self._replicas.health.items()},
+                interval_s=probe_interval_s,
+                timeout_s=probe_timeout_s,
+                clock=clock,
+            )
 
     def _make_target(self, name: str, dsn: str, extra: Mapping[str, Any]) -> Target:
-        engine = make_engine(dsn, self._options, extra)
+        role = "writer" if name == WRITER else "replica"
+        engine = make_engine(dsn, self._options, extra, role=role)
         pool: Any = engine.pool
 
         def describe() -> str:
@@ -143,7 +185,6 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             limit=None if self._concurrency_limit is None else self._concurrency_limit(),
             clock=self._clock,
         )
-        role = "writer" if name == WRITER else "replica"
         target = Target(name=name, role=role, engine=engine, gate=gate)
         instrument(target, self._options, self._clock)
         return target
@@ -166,7 +207,13 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._monitor = loop.create_task(self._watch(), name="alchemy-hex-provider-monitor")
+            # A fresh context, so that the request that happened to come first does not lend its
+            # correlation ID to every line the background tasks log.
+            self._monitor = loop.create_task(
+                self._watch(), name="alchemy-hex-provider-monitor", context=contextvars.Context()
+            )
+            if self._prober is not None:
+                self._prober.start()
         elif loop is not self._loop:
             raise EventLoopMismatchError(
                 f"connection provider belongs to event loop {id(self._loop):#x} but was used from "
@@ -184,7 +231,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError) as exc:
             state.connect_failures += 1
             if state.role == "replica":
-                state.unhealthy_until = self._clock() + self._replica_eject_s
+                self._replicas.connect_failed(state.name)
             error = translate(exc, target=state.name)
             log.warning("connection.failed", target=state.name, error=str(error))
             if isinstance(error, DatabaseUnavailableError):
@@ -199,89 +246,53 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 await conn.close()
                 return
             # Returning it means a ROLLBACK round trip, which must finish even if our task is being
-            # cancelled, or the pool slot (and the server session) would leak: shield and wait.
-            release = asyncio.ensure_future(conn.close())
-            try:
-                await asyncio.shield(release)
-            except asyncio.CancelledError:
-                await asyncio.wait([release])
-                raise
+            # cancelled, or the pool slot (and the server session) would leak.
+            await run_to_completion(conn.close())
         finally:
             if self._closing and not len(self._registry):
                 self._drained.set()
 
     def replica_views(self) -> tuple[ReplicaView, ...]:
-        now = self._clock()
-        return tuple(
-            ReplicaView(name=t.name, healthy=now >= t.unhealthy_until, in_flight=t.in_flight)
-            for t in self._targets.values()
-            if t.role == "replica"
-        )
+        return self._replicas.views()
 
-    def record_read(self, target: str, *, in_recovery: bool, fallback: bool) -> None:
-        self._target(target).reads += 1
-        self._reads_in_recovery += in_recovery
-        self._writer_fallbacks += fallback
+    def record_read(self, target: str, *, in_recovery: bool, route: ReadRoute) -> None:
+        self._replicas.record_read(target, in_recovery=in_recovery, route=route)
+
+    def record_lag_skip(self, replica: str) -> None:
+        self._replicas.record_lag_skip(replica)
+
+    def has_replayed(self, replica: str, token: CausalToken) -> bool:
+        return self._replicas.has_replayed(replica, token)
+
+    def note_replayed(self, replica: str, position: int) -> None:
+        """Remember that ``replica`` had replayed ``position`` (learnt while waiting on it)."""
+        self._replicas.note_replayed(replica, position)
+
+    def record_causal_wait(self, waited_s: float) -> None:
+        """Count a read unit that waited ``waited_s`` for a replica to replay its causal token."""
+        self._replicas.record_causal_wait(waited_s)
 
     async def wait_for_replay(self, timeout_s: float = 5.0) -> bool:
         replicas = [view.name for view in self.replica_views() if view.healthy]
         if not replicas:
             return True
         async with self.connection(Intent.WRITE) as writer:
-            position = await writer.scalar(text("SELECT pg_current_wal_lsn()::text"))
-            await writer.rollback()
+            position = await wal.insert_position(writer, target=WRITER)
         deadline = self._clock() + timeout_s
         for name in replicas:
-            if not await self._replayed(name, position, deadline):
+            async with self.connection(Intent.READ, target=name) as replica:
+                left_s = max(deadline - self._clock(), 0.0)
+                replayed, seen = await wal.wait_for_replay(
+                    replica, position, target=name, timeout_s=left_s, clock=self._clock
+                )
+            if seen is not None:
+                self.note_replayed(name, seen)
+            if not replayed:
                 return False
         return True
 
-    async def _replayed(self, target: str, position: str, deadline: float) -> bool:
-        query = text("SELECT pg_last_wal_replay_lsn() >= CAST(CAST(:position AS text) AS pg_lsn)")
-        async with self.connection(Intent.READ, target=target) as replica:
-            while True:
-                caught_up = await replica.scalar(query, {"position": position})
-                await replica.rollback()
-                if caught_up:
-                    return True
-                if self._clock() >= deadline:
-                    return False
-                await asyncio.sleep(0.01)
-
-    def _stats_of(self, t: Target) -> TargetStats:
-        pool: Any = t.engine.pool
-        counters = t.gate.counters
-        return TargetStats(
-            name=t.name,
-            role=t.role,
-            size=pool.checkedin() + pool.checkedout(),
-            in_use=pool.checkedout(),
-            idle=pool.checkedin(),
-            overflow=max(pool.overflow(), 0),
-            waiting=t.gate.waiting,
-            checkouts=counters.served,
-            timeouts=counters.timed_out,
-            connect_failures=t.connect_failures,
-            in_recovery=t.in_recovery,
-            opened=t.opened,
-            closed=t.closed,
-            lost=t.lost,
-            served=counters.served,
-            queued=counters.queued,
-            timed_out=counters.timed_out,
-            rejected=counters.rejected,
-            wait_total_s=counters.wait_total_s,
-            wait_max_s=counters.wait_max_s,
-            usage_total_s=t.usage_total_s,
-        )
-
     def stats(self) -> ProviderStats:
-        return ProviderStats(
-            targets=tuple(self._stats_of(t) for t in self._targets.values()),
-            reads_by_target={t.name: t.reads for t in self._targets.values()},
-            reads_in_recovery=self._reads_in_recovery,
-            writer_fallbacks=self._writer_fallbacks,
-        )
+        return self._replicas.stats(tuple(target_stats(t) for t in self._targets.values()))
 
     @property
     def checked_out(self) -> int:
@@ -337,6 +348,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
+        if self._prober is not None:
+            await self._prober.aclose()
         # Disposal closes idle connections over the network; a dead server must not hold it up.
         for target in self._targets.values():
             try:

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.asyncio.admission_gate import AdmissionGate
+from ports.connection_provider import TargetStats
+
+_DEFAULT_PORT: Final = "5432"
+# A writer must accept read-write sessions: with several hosts, asyncpg tries each in turn and
+# keeps the first that does, so after a failover the promoted server is found on the next connect.
+# PostgreSQL 14+ reports ``in_hot_standby`` at login, so the check costs no round trip there.
+_WRITER_SESSION: Final = "read-write"
 
 
 def asyncpg_url(dsn: str) -> URL:
-    """``dsn`` as a SQLAlchemy URL for the asyncpg driver, whatever postgres scheme it used."""
-    return make_url(dsn).set(drivername="postgresql+asyncpg")
+    """``dsn`` as a SQLAlchemy URL for the asyncpg driver, whatever postgres scheme it used.
+
+    libpq's multi-host form ``postgresql://user@h1:5432,h2:5433/db``, which SQLAlchemy's URL parser
+    rejects, becomes the asyncpg dialect's ``?host=h1:5432&host=h2:5433`` (a host without a port
+    gets 5432, as in libpq; IPv6 literals are not supported in this form).
+    """
+    parts = urlsplit(dsn)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return make_url(dsn).set(drivername="postgresql+asyncpg")
+    listed = [host if ":" in host else f"{host}:{_DEFAULT_PORT}" for host in hosts.split(",")]
+    url = make_url(urlunsplit(parts._replace(netloc=f"{userinfo}{at}")))
+    return url.set(drivername="postgresql+asyncpg").update_query_dict({"host": listed})
 
 
 class LifetimeExpired(sa_exc.DisconnectionError):
@@ -38,10 +59,38 @@ class Target:
     closed: int = 0
     lost: int = 0
     usage_total_s: float = 0.0
-    unhealthy_until: float = 0.0
     in_recovery: bool | None = None
     reads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def target_stats(t: Target) -> TargetStats:
+    """A snapshot of ``t``'s pool and admission counters."""
+    pool: Any = t.engine.pool
+    counters = t.gate.counters
+    return TargetStats(
+        name=t.name,
+        role=t.role,
+        size=pool.checkedin() + pool.checkedout(),
+        in_use=pool.checkedout(),
+        idle=pool.checkedin(),
+        overflow=max(pool.overflow(), 0),
+        waiting=t.gate.waiting,
+        checkouts=counters.served,
+        timeouts=counters.timed_out,
+        connect_failures=t.connect_failures,
+        in_recovery=t.in_recovery,
+        opened=t.opened,
+        closed=t.closed,
+        lost=t.lost,
+        served=counters.served,
+        queued=counters.queued,
+        timed_out=counters.timed_out,
+        rejected=counters.rejected,
+        wait_total_s=counters.wait_total_s,
+        wait_max_s=counters.wait_max_s,
+        usage_total_s=t.usage_total_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +108,23 @@ class EngineOptions:
     pre_ping_idle_s: float = 1.0
 
 
-def make_engine(dsn: str, options: EngineOptions, extra_connect_args: Mapping[str, Any]) -> AsyncEngine:
+def _url_and_connect_args(
+    dsn: str, options: EngineOptions, extra_connect_args: Mapping[str, Any], role: str
+) -> tuple[URL, dict[str, Any]]:
     connect_args: dict[str, Any] = {
         "timeout": options.connect_timeout_s,
         "server_settings": dict(options.server_settings),
         **extra_connect_args,
     }
+    if statement_ms := options.server_settings.get("statement_timeout"):
+        # statement_timeout runs on the server, so it cannot fire when the network swallows the
+        # query (a black hole): a client-side deadline a little later bounds every command too.
+        connect_args.setdefault("command_timeout", int(statement_ms) / 1000 + options.connect_timeout_s)
     url = asyncpg_url(dsn)
+    # Behind PgBouncer the bouncer picks the server (and answers asyncpg's check of the session
+    # with a protocol violation), so failover is the bouncer's business there.
+    if role == "writer" and "target_session_attrs" not in url.query and not options.pgbouncer:
+        connect_args.setdefault("target_session_attrs", _WRITER_SESSION)
     if options.pgbouncer:
         # PgBouncer in transaction mode hands each transaction to any server connection, so named
         # prepared statements from one client collide or vanish; asyncpg's cache must be off and
@@ -77,6 +136,13 @@ def make_engine(dsn: str, options: EngineOptions, extra_connect_args: Mapping[st
         connect_args["server_settings"] = {
             k: v for k, v in options.server_settings.items() if k == "application_name"
         }
+    return url, connect_args
+
+
+def make_engine(
+    dsn: str, options: EngineOptions, extra_connect_args: Mapping[str, Any], *, role: str = "replica"
+) -> AsyncEngine:
+    url, connect_args = _url_and_connect_args(dsn, options, extra_connect_args, role)
     return create_async_engine(
         url,
         pool_size=options.pool_size,
@@ -89,6 +155,35 @@ def make_engine(dsn: str, options: EngineOptions, extra_connect_args: Mapping[st
         pool_pre_ping=False,
         connect_args=connect_args,
     )
+
+
+def probe_connector(
+    dsn: str,
+    options: EngineOptions,
+    extra_connect_args: Mapping[str, Any],
+    *,
+    role: str,
+    timeout_s: float,
+) -> Callable[[], Awaitable[Any]]:
+    """Opens a bare asyncpg connection to the target, outside its pool, for the health probes.
+
+    Same hosts, TLS and credentials as the pool's, its own ``application_name`` (``...-probe``, so
+    that counting the service's sessions is unaffected) and ``timeout_s`` for connecting and for
+    every statement.
+    """
+    url, connect_args = _url_and_connect_args(dsn, options, extra_connect_args, role)
+    # The dialect turns the URL (hosts, ports, query) into asyncpg's arguments, as an engine would,
+    # and hands over asyncpg itself (imported through it, as asyncpg ships no type information).
+    dialect: Any = PGDialect_asyncpg
+    _, params = dialect().create_connect_args(url)
+    connect = dialect.import_dbapi().asyncpg.connect
+    params.pop("prepared_statement_cache_size", None)
+    settings = dict(connect_args["server_settings"])
+    settings["application_name"] = settings.get("application_name", "alchemy-hex")[:57] + "-probe"
+    if not options.pgbouncer:  # PgBouncer refuses it as a startup parameter, as above
+        settings["statement_timeout"] = str(max(int(timeout_s * 1000), 1))
+    arguments = {**params, **connect_args, "timeout": timeout_s, "server_settings": settings}
+    return functools.partial(connect, **arguments)
 
 
 def instrument(target: Target, options: EngineOptions, clock: Callable[[], float]) -> None:
@@ -112,6 +207,10 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
         if now > record.info.get("expires_at", float("inf")):
             # The documented way to make the pool replace a connection at checkout.
             raise LifetimeExpired("connection reached its max lifetime")
+        if dbapi_connection.driver_connection.is_closed():
+            # The server closed it while it sat in the pool (shutdown, failover, terminated):
+            # asyncpg already knows, at no cost, so a replacement is made before anyone uses it.
+            raise sa_exc.DisconnectionError("connection was closed by the server")
         if options.pre_ping and now - record.info.get("returned_at", now) > options.pre_ping_idle_s:
             try:
                 dbapi_connection.ping()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
@@ -11,17 +12,21 @@ import structlog
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.asyncio.shielding import run_to_completion
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.errors import translate
 from adapters.sqlalchemy.repositories import SqlAlchemyAccountRepository, SqlAlchemyTransferRepository
+from adapters.sqlalchemy.wal import insert_position, wait_for_replay
 from ports.circuit_breaker import BreakerState, CircuitBreaker
-from ports.connection_provider import WRITER, Intent, Priority
+from ports.connection_provider import WRITER, CausalToken, Intent, Priority, ReadRoute, ReplicaView
 from ports.errors import (
+    CircuitOpenError,
     CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     HexError,
     InfrastructureError,
     NoHealthyReplicaError,
+    SaturationError,
 )
 from ports.rate_limiter import RateLimiter
 from ports.replica_strategy import ReplicaStrategy
@@ -30,13 +35,25 @@ from ports.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 
+class _NotReplayed(Exception):
+    """The chosen replica had not replayed the causal token within the wait."""
+
+
 class SqlAlchemyUnitOfWork(UnitOfWork):
     """A transaction on an ``AsyncConnection`` from the provider, with the ledger's repositories.
 
     A read unit chooses a replica through the strategy among those that are healthy and whose
-    circuit admits the call; when none does, or the chosen one fails to connect, it falls back to
-    the writer (or raises ``NoHealthyReplicaError`` when ``fallback_to_writer`` is off). Read units
-    always run ``READ ONLY`` transactions, wherever they land.
+    circuit admits the call; when the chosen one fails to open, the strategy chooses again among
+    the others; when none is left, it falls back to the writer (or raises
+    ``NoHealthyReplicaError`` when ``fallback_to_writer`` is off). Read units always run
+    ``READ ONLY`` transactions, wherever they land. The provider counts each read by route.
+
+    Read-your-writes: a write unit made with ``issue_causal_token=True`` reads the writer's WAL
+    insert position right after COMMIT, on the same connection (one round trip, only when asked;
+    read before COMMIT it would precede the commit record), and exposes it as ``causal_token``.
+    A read unit given ``causal_token`` prefers replicas known to have replayed it; else it waits
+    on the chosen replica up to ``causal_wait_s`` before its transaction begins, then falls back
+    to the writer.
     """
 
     accounts: SqlAlchemyAccountRepository
@@ -54,6 +71,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         rate_limit_key: str = "default",
         fallback_to_writer: bool = True,
         isolation_level: str = "READ COMMITTED",
+        causal_token: CausalToken | None = None,
+        issue_causal_token: bool = False,
+        causal_wait_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._provider = provider
         self._rate_limiter = rate_limiter
@@ -64,6 +85,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._rate_limit_key = rate_limit_key
         self._fallback_to_writer = fallback_to_writer
         self._isolation_level = isolation_level
+        self._after = causal_token
+        self._issue_token = issue_causal_token
+        self._causal_wait_s = causal_wait_s
+        self._clock = clock
+        self._token: CausalToken | None = None
         self._stack: AsyncExitStack | None = None
         self._connection: AsyncConnection | None = None
         self._target = WRITER
@@ -82,6 +108,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     def intent(self) -> Intent:
         return self._intent
 
+    @property
+    def causal_token(self) -> CausalToken | None:
+        return self._token
+
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise HexError("a unit of work is used once; make a new one for each transaction")
@@ -89,38 +119,77 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         if self._intent is Intent.WRITE:
             await self._open(WRITER)
             return self
-        replica = self._choose_replica()
-        if replica is not None:
-            try:
-                await self._open(replica)
-            except InfrastructureError as error:
-                log.warning("read.replica_failed", target=replica, error=str(error))
-                replica = None
-        if replica is None:
-            if not self._fallback_to_writer:
-                raise NoHealthyReplicaError("no healthy replica for a read and writer fallback is off")
-            await self._open(WRITER)
+        route = await self._open_read()
         in_recovery = bool(self._connection_or_fail().info.get("in_recovery"))
-        fallback = replica is None and bool(self._provider.replica_names)
-        self._provider.record_read(self._target, in_recovery=in_recovery, fallback=fallback)
+        self._provider.record_read(self._target, in_recovery=in_recovery, route=route)
         return self
 
-    def _choose_replica(self) -> str | None:
+    async def _open_read(self) -> ReadRoute:
+        if not self._provider.replica_names:
+            await self._open(WRITER)
+            return ReadRoute.WRITER
         views = [
             view
             for view in self._provider.replica_views()
             if view.healthy and self._breaker.state(view.name) is not BreakerState.OPEN
         ]
-        chosen = self._strategy.choose(views)
-        return None if chosen is None else chosen.name
+        route = await self._open_replica(views) if views else ReadRoute.FALLBACK_NO_HEALTHY_REPLICA
+        if not route.is_fallback:
+            return route
+        if not self._fallback_to_writer:
+            raise NoHealthyReplicaError(f"no replica could serve a read ({route}) and writer fallback is off")
+        await self._open(WRITER)
+        return route
 
-    async def _open(self, target: str) -> None:
+    async def _open_replica(self, candidates: Sequence[ReplicaView]) -> ReadRoute:
+        """Open on a replica the strategy picks, trying the others when it fails; else a fallback route."""
+        token, failed = self._after, False
+        while candidates:
+            # With a token, replicas already known to have replayed it go first: no wait there.
+            ready = (
+                [] if token is None else [v for v in candidates if self._provider.has_replayed(v.name, token)]
+            )
+            chosen = self._strategy.choose(ready or candidates)
+            if chosen is None:
+                break
+            candidates = [view for view in candidates if view.name != chosen.name]
+            wait = token if token is not None and chosen not in ready else None
+            try:
+                await self._open(chosen.name, wait_for=wait)
+            except _NotReplayed:
+                return ReadRoute.FALLBACK_TOKEN_NOT_REPLAYED
+            except (InfrastructureError, SaturationError, CircuitOpenError) as error:
+                log.warning("read.replica_failed", target=chosen.name, error=str(error))
+                failed = True
+                continue
+            if token is None:
+                return ReadRoute.REPLICA
+            return ReadRoute.REPLICA_CAUGHT_UP if wait is None else ReadRoute.REPLICA_AFTER_WAIT
+        return ReadRoute.FALLBACK_REPLICA_FAILED if failed else ReadRoute.FALLBACK_DECLINED
+
+    async def _wait_for(self, connection: AsyncConnection, target: str, token: CausalToken) -> None:
+        # Before BEGIN, so that the transaction's first snapshot (all of it, under REPEATABLE READ)
+        # is taken once the write is visible.
+        started = self._clock()
+        replayed, position = await wait_for_replay(
+            connection, token.position, target=target, timeout_s=self._causal_wait_s, clock=self._clock
+        )
+        if position is not None:
+            self._provider.note_replayed(target, position)
+        self._provider.record_causal_wait(self._clock() - started)
+        if not replayed:
+            log.info("read.token_not_replayed", target=target, wait_s=self._causal_wait_s)
+            raise _NotReplayed(target)
+
+    async def _open(self, target: str, *, wait_for: CausalToken | None = None) -> None:
         stack = AsyncExitStack()
         try:
             stack.enter_context(self._breaker.guard(target))
             connection = await stack.enter_async_context(
                 self._provider.connection(self._intent, target=target, priority=self._priority)
             )
+            if wait_for is not None:
+                await self._wait_for(connection, target, wait_for)
             options: dict[str, object] = {"postgresql_readonly": self._intent is Intent.READ}
             if self._isolation_level != "READ COMMITTED":
                 options["isolation_level"] = self._isolation_level
@@ -142,14 +211,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     async def commit(self) -> None:
         connection = self._connection_or_fail()
-        # COMMIT must not be abandoned half-way by a cancellation: shield it and wait for it, so
-        # the connection is left in a known state and the outcome is settled one way or the other.
-        commit = asyncio.ensure_future(connection.commit())
+        # COMMIT must not be abandoned half-way by a cancellation: run it to its end, so the
+        # connection is left in a known state and the outcome is settled one way or the other.
         try:
-            await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            await asyncio.wait([commit])
-            raise
+            await run_to_completion(connection.commit())
         except (sa_exc.DBAPIError, OSError) as exc:
             error = translate(exc, target=self._target)
             if isinstance(error, DatabaseUnavailableError):
@@ -158,6 +223,17 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
                 ) from exc
             raise error from exc
         self._committed = True
+        if self._issue_token:
+            await self._read_token(connection)
+
+    async def _read_token(self, connection: AsyncConnection) -> None:
+        # Any position the writer reports after COMMIT returned covers the commit record. If the
+        # connection died just after a successful COMMIT, the commit stands and only the token is
+        # lost: the caller reads without one (and may see an older state), it is not an error.
+        try:
+            self._token = CausalToken(await insert_position(connection, target=self._target))
+        except HexError as error:
+            log.warning("uow.causal_token_unavailable", target=self._target, error=type(error).__name__)
 
     async def rollback(self) -> None:
         connection = self._connection_or_fail()
@@ -178,7 +254,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._connection = None
         try:
             if not self._committed and connection.in_transaction():
-                await asyncio.shield(connection.rollback())
+                # Finished before the connection is released below, even when cancelled.
+                await run_to_completion(connection.rollback())
         except (sa_exc.DBAPIError, OSError) as error:
             # A broken connection cannot roll back; releasing it below invalidates it and the
             # server discards the transaction with the session.

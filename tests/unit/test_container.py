@@ -18,7 +18,14 @@ from adapters.memory.rate_limiter import (
     TokenBucketRateLimiter,
     UnlimitedRateLimiter,
 )
-from adapters.memory.replica_strategy import RoundRobinReplicaStrategy, WriterOnlyReplicaStrategy
+from adapters.memory.replica_strategy import (
+    LagAwareReplicaStrategy,
+    LeastInFlightReplicaStrategy,
+    RandomReplicaStrategy,
+    RoundRobinReplicaStrategy,
+    WeightedReplicaStrategy,
+    WriterOnlyReplicaStrategy,
+)
 from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
 from container import create_container, start_resources, stop_resources
 from ports.concurrency_limit import ConcurrencyLimit
@@ -46,7 +53,9 @@ INDEPENDENT_CHOICES = [
 
 
 @pytest.mark.parametrize(("environment", "limiter", "breaker"), CHOICES)
-@pytest.mark.parametrize("strategy", ["writer_only", "round_robin"])
+@pytest.mark.parametrize(
+    "strategy", ["writer_only", "round_robin", "random", "weighted", "least_in_flight", "lag_aware"]
+)
 @pytest.mark.parametrize(("budget", "concurrency", "window"), INDEPENDENT_CHOICES)
 async def test_every_provider_resolves_for_every_preset_and_choice(
     environment: str, limiter: str, breaker: str, strategy: str, budget: str, concurrency: str, window: str
@@ -79,6 +88,10 @@ async def test_every_provider_resolves_for_every_preset_and_choice(
         expected_strategy: dict[str, type[object]] = {
             "writer_only": WriterOnlyReplicaStrategy,
             "round_robin": RoundRobinReplicaStrategy,
+            "random": RandomReplicaStrategy,
+            "weighted": WeightedReplicaStrategy,
+            "least_in_flight": LeastInFlightReplicaStrategy,
+            "lag_aware": LagAwareReplicaStrategy,
         }
         expected_limit: dict[str, type[object]] = {
             "fixed": FixedConcurrencyLimit,
