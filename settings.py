@@ -91,6 +91,10 @@ class DatabaseSettings(_Group):
     lifetime_jitter: float = Field(default=0.1, ge=0, le=0.5)
     pgbouncer: bool = False
     leak_detection_threshold_s: float | None = Field(default=None, gt=0)
+    reclaim_after_s: float | None = Field(default=None, gt=0)
+    keepalive_s: float | None = Field(default=60.0, gt=0)
+    idle_timeout_s: float | None = Field(default=600.0, gt=0)
+    min_idle: int | None = Field(default=None, ge=0)
     stats_log_interval_s: float | None = Field(default=60.0, gt=0)
     application_name: str = Field(default="alchemy-hex", max_length=63)
 

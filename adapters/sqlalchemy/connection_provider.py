@@ -20,6 +20,7 @@ from adapters.asyncio.shielding import run_to_completion
 from adapters.sqlalchemy import wal
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
+from adapters.sqlalchemy.idle import IdlePolicy, tend_idle
 from adapters.sqlalchemy.replica_health import ReplicaSet
 from adapters.sqlalchemy.replica_probe import ReplicaProber
 from adapters.sqlalchemy.targets import (
@@ -102,6 +103,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         probe_timeout_s: float = 1.0,
         leak_detection_threshold_s: float | None = None,
         reclaim_after_s: float | None = None,
+        keepalive_s: float | None = 60.0,
+        idle_timeout_s: float | None = 600.0,
+        min_idle: int | None = None,
         monitor_interval_s: float = 1.0,
         stats_log_interval_s: float | None = 60.0,
         application_name: str = "alchemy-hex",
@@ -130,6 +134,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._max_waiting = max_waiting
         self._monitor_interval_s = monitor_interval_s
         self._reclaim_after_s = reclaim_after_s
+        # By default every connection of the core pool may stay (as HikariCP with minimumIdle
+        # equal to the pool size); a lower ``min_idle`` lets the idle timeout shrink it.
+        self._idle = IdlePolicy(keepalive_s, idle_timeout_s, pool_size if min_idle is None else min_idle)
         self._concurrency_limit = concurrency_limit
         self._stats_log_interval_s = stats_log_interval_s
         self._registry = CheckoutRegistry(clock=clock, leak_detection_threshold_s=leak_detection_threshold_s)
@@ -307,6 +314,12 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             self._registry.report_leaks()
             if self._reclaim_after_s is not None:
                 await self._reclaim(self._reclaim_after_s)
+            for target in list(self._targets.values()):
+                if not self._closing:
+                    try:
+                        await tend_idle(self.connection, target, self._idle, self._clock())
+                    except Exception as error:  # a dead target is the probes' business, not the monitor's
+                        log.info("connection.tend_failed", target=target.name, error=type(error).__name__)
             if (
                 self._stats_log_interval_s is not None
                 and self._clock() - last_log >= self._stats_log_interval_s

@@ -45,6 +45,10 @@ class LifetimeExpired(sa_exc.DisconnectionError):
     """Raised at checkout to make the pool replace a connection past its (jittered) lifetime."""
 
 
+class IdleExpired(LifetimeExpired):
+    """Given when a connection idle past the idle timeout is closed: retired, not lost."""
+
+
 @dataclass(slots=True)
 class Target:
     """A configured server and everything the provider keeps about it."""
@@ -62,6 +66,8 @@ class Target:
     in_recovery: bool | None = None
     reads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: When each connection now idle in the pool was returned, by connection record.
+    idle_since: dict[int, float] = field(default_factory=dict)
 
 
 def target_stats(t: Target) -> TargetStats:
@@ -204,6 +210,7 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
 
     def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         now = clock()
+        target.idle_since.pop(id(record), None)
         if now > record.info.get("expires_at", float("inf")):
             # The documented way to make the pool replace a connection at checkout.
             raise LifetimeExpired("connection reached its max lifetime")
@@ -217,13 +224,19 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
             except Exception as exc:
                 raise sa_exc.DisconnectionError("connection failed its pre-ping") from exc
 
-    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info["returned_at"] = clock()
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = now = clock()
+        if dbapi_connection is None:  # invalidated: an empty slot, not an idle connection
+            target.idle_since.pop(id(record), None)
+        else:
+            target.idle_since[id(record)] = now
 
-    def on_close(_dbapi_connection: Any, _record: Any) -> None:
+    def on_close(_dbapi_connection: Any, record: Any) -> None:
         target.closed += 1
+        target.idle_since.pop(id(record), None)
 
-    def on_invalidate(_dbapi_connection: Any, _record: Any, exception: BaseException | None) -> None:
+    def on_invalidate(_dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
+        target.idle_since.pop(id(record), None)
         if not isinstance(exception, LifetimeExpired):
             target.lost += 1
 

@@ -259,3 +259,44 @@ async def test_slow_calls_make_an_adaptive_limit_lower_the_admitted_concurrency(
         assert provider._target("writer").gate.capacity < 8
     finally:
         await provider.aclose()
+
+
+async def test_keepalive_replaces_a_dead_idle_connection_before_anyone_needs_it(database_url: str) -> None:
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url, pool_size=1, keepalive_s=0.1, monitor_interval_s=0.05, application_name=APP
+    )
+    try:
+        async with provider.connection(Intent.WRITE) as connection:
+            pid = await connection.scalar(text("SELECT pg_backend_pid()"))
+            await connection.rollback()
+        await fetch_value(database_url, f"SELECT pg_terminate_backend({pid})")
+        await asyncio.sleep(0.5)
+        assert provider.stats().targets[0].opened == 2
+        assert await _sessions(database_url) == 1
+    finally:
+        await provider.aclose()
+
+
+async def test_the_idle_timeout_closes_server_sessions_beyond_the_minimum(database_url: str) -> None:
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url,
+        pool_size=3,
+        idle_timeout_s=0.1,
+        min_idle=1,
+        monitor_interval_s=0.05,
+        application_name=APP,
+    )
+    try:
+        holders = [provider.connection(Intent.WRITE) for _ in range(3)]
+        for holder in holders:
+            connection = await holder.__aenter__()
+            await connection.scalar(text("SELECT 1"))
+            await connection.rollback()
+        for holder in holders:
+            await holder.__aexit__(None, None, None)
+        assert await _sessions(database_url) == 3
+        await asyncio.sleep(0.5)
+        assert await _sessions(database_url) == 1
+        assert provider.stats().targets[0].lost == 0
+    finally:
+        await provider.aclose()
