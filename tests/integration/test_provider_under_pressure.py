@@ -127,9 +127,9 @@ async def test_anyio_task_group_cancellations_leak_nothing_either(
         async with provider.connection(Intent.WRITE) as connection:
             await connection.execute(text("SELECT pg_sleep(0.002)"))
 
-    for _ in range(20):
+    for _ in range(20):  # 10,000 tasks, most cancelled at a random point
         async with anyio.create_task_group() as group:
-            for _ in range(100):
+            for _ in range(500):
                 group.start_soon(work)
             await anyio.sleep(rng.random() * 0.03)
             group.cancel_scope.cancel()
@@ -300,3 +300,61 @@ async def test_the_idle_timeout_closes_server_sessions_beyond_the_minimum(databa
         assert provider.stats().targets[0].lost == 0
     finally:
         await provider.aclose()
+
+
+async def test_cancelling_transfers_at_any_point_never_half_applies_or_loses_one(
+    container: Container, database_url: str
+) -> None:
+    accounts = [await container.open_account()(f"c-{i}") for i in range(4)]
+    for account in accounts:
+        await container.deposit()(account, 10_000, idempotency_key=f"seed-{account}")
+    transfer = container.transfer()
+    rng = random.Random(3)
+    outcomes: dict[str, str] = {}
+
+    async def one(i: int) -> None:
+        key = f"cancel-{i}"
+        try:
+            await transfer(accounts[i % 4], accounts[(i + 1) % 4], 1, idempotency_key=key)
+            outcomes[key] = "ok"
+        except asyncio.CancelledError:
+            outcomes[key] = "cancelled"
+            raise
+
+    for round_ in range(10):
+        tasks = [asyncio.create_task(one(round_ * 100 + i)) for i in range(100)]
+        for task in tasks:
+            asyncio.get_running_loop().call_later(rng.random() * 0.3, task.cancel)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    acknowledged = [key for key, outcome in outcomes.items() if outcome == "ok"]
+    assert acknowledged, "some transfers should finish before their cancellation"
+    stored = await fetch_value(
+        database_url,
+        "SELECT count(*) FROM transfers t WHERE t.idempotency_key LIKE 'cancel-%' "
+        "AND (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id) = 2",
+    )
+    half_applied = await fetch_value(
+        database_url,
+        "SELECT count(*) FROM transfers t WHERE (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id) "
+        "NOT IN (1, 2) OR (t.source_id IS NOT NULL AND "
+        "(SELECT count(*) FROM entries e WHERE e.transfer_id = t.id) <> 2)",
+    )
+    acknowledged_stored = await fetch_value(
+        database_url,
+        "SELECT count(*) FROM transfers WHERE idempotency_key = ANY(string_to_array('"
+        + ",".join(acknowledged)
+        + "', ','))",
+    )
+    assert half_applied == 0
+    assert acknowledged_stored == len(acknowledged)
+    assert isinstance(stored, int)
+    assert stored >= len(acknowledged)
+    assert (await container.audit_ledger()()).total_balance == 40_000
+    assert container.connection_provider().checked_out == 0
+    assert (
+        await fetch_value(
+            database_url, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+        )
+        == 0
+    )
