@@ -16,7 +16,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.asyncio.admission_gate import AdmissionGate
-from adapters.asyncio.shielding import run_to_completion
 from adapters.sqlalchemy import wal
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
@@ -247,14 +246,11 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
     async def _release(self, conn: AsyncConnection) -> None:
         try:
-            if not conn.in_transaction() and not conn.invalidated:
-                # Nothing to roll back: the return to the pool does no I/O, so it cannot be
-                # interrupted half-way and needs no task of its own (the hot path).
-                await conn.close()
-                return
-            # Returning it means a ROLLBACK round trip, which must finish even if our task is being
-            # cancelled, or the pool slot (and the server session) would leak.
-            await run_to_completion(conn.close())
+            # Awaited directly, without a task of its own (the hot path). If a cancellation lands
+            # during the ROLLBACK that returning an open transaction needs, SQLAlchemy invalidates
+            # the connection (the server session ends) and still returns the slot to the pool, so
+            # nothing leaks and no orphaned work keeps using the connection afterwards.
+            await conn.close()
         finally:
             if self._closing and not len(self._registry):
                 self._drained.set()
