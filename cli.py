@@ -195,8 +195,8 @@ def _summary(container: Container, report: WorkloadReport) -> dict[str, Any]:
                 "size": t.size,
                 "in_use": t.in_use,
                 "idle": t.idle,
-                "checkouts": t.checkouts,
-                "timeouts": t.timeouts,
+                "checkouts": t.served,
+                "timeouts": t.timed_out,
                 "in_recovery": t.in_recovery,
             }
             for t in stats.targets

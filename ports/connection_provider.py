@@ -38,8 +38,6 @@ class TargetStats:
     idle: int
     overflow: int
     waiting: int
-    checkouts: int
-    timeouts: int
     connect_failures: int
     in_recovery: bool | None = None
     opened: int = 0
@@ -52,13 +50,6 @@ class TargetStats:
     wait_total_s: float = 0.0
     wait_max_s: float = 0.0
     usage_total_s: float = 0.0
-
-    def describe(self) -> str:
-        """One line for error messages: ``size=10 in_use=10 idle=0 waiting=3``."""
-        return (
-            f"size={self.size} in_use={self.in_use} idle={self.idle} "
-            f"overflow={self.overflow} waiting={self.waiting}"
-        )
 
 
 class ReadRoute(enum.StrEnum):

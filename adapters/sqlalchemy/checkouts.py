@@ -96,9 +96,3 @@ class CheckoutRegistry:
         """Live checkouts held longer than ``limit_s`` and not reclaimed yet."""
         now = self._clock()
         return [c for c in self._live.values() if not c.reclaimed and now - c.started_at > limit_s]
-
-    def oldest_s(self) -> float:
-        """How long the oldest live checkout has been held (0 when none)."""
-        if not self._live:
-            return 0.0
-        return self._clock() - min(c.started_at for c in self._live.values())

@@ -82,8 +82,6 @@ def target_stats(t: Target) -> TargetStats:
         idle=pool.checkedin(),
         overflow=max(pool.overflow(), 0),
         waiting=t.gate.waiting,
-        checkouts=counters.served,
-        timeouts=counters.timed_out,
         connect_failures=t.connect_failures,
         in_recovery=t.in_recovery,
         opened=t.opened,
