@@ -50,6 +50,8 @@ class TargetStats:
     wait_total_s: float = 0.0
     wait_max_s: float = 0.0
     usage_total_s: float = 0.0
+    #: Connections closed because a request had no answer within the client deadline.
+    unresponsive: int = 0
 
 
 class ReadRoute(enum.StrEnum):

@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.asyncio.admission_gate import AdmissionGate
-from adapters.sqlalchemy import wal
+from adapters.sqlalchemy import wal, watchdog
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
 from adapters.sqlalchemy.idle import IdlePolicy, tend_idle
@@ -67,7 +67,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     until released (leaks past ``leak_detection_threshold_s`` are logged; with ``reclaim_after_s``
     set, off by default, a connection held past it is invalidated and its holder gets
     :class:`ConnectionReclaimedError`). Release survives
-    cancellation. The provider belongs to the event loop that first uses it; another loop gets
+    cancellation. A request left without an answer for ``statement_timeout_s + connect_timeout_s``
+    (a black hole, a frozen server) ends as a lost connection: see :mod:`.watchdog`. The provider belongs to the event loop that first uses it; another loop gets
     :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
 
     The writer may be several hosts (``postgresql://u@h1:5432,h2:5432/db``): a new connection goes
@@ -112,6 +113,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # statement_timeout runs on the server, so it cannot end a request whose answer never comes
+        # back (a black hole, a frozen server): a client-side deadline a little later bounds each one.
+        deadline_s = statement_timeout_s + connect_timeout_s
         self._options = EngineOptions(
             pool_size=pool_size,
             max_overflow=max_overflow,
@@ -127,6 +131,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             pre_ping=pre_ping,
             pgbouncer=pgbouncer,
             pre_ping_idle_s=pre_ping_idle_s,
+            command_timeout_s=None if watchdog.supported() else deadline_s,
         )
         self._clock = clock
         self._acquire_timeout_s = acquire_timeout_s
@@ -143,6 +148,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._drained = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
         extras = target_connect_args or {}
         dsns = {WRITER: writer_url} | {f"replica-{i}": url for i, url in enumerate(replica_urls, start=1)}
         self._targets = {
@@ -153,6 +159,14 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             self._replicas = ReplicaSet(self._targets, weights=weights, eject_s=replica_eject_s, clock=clock)
         except ValueError as error:
             raise HexError(str(error)) from None
+        self._watchdog = None
+        if self._options.command_timeout_s is None:
+            self._watchdog = watchdog.DeadlineWatchdog(
+                deadline_s=deadline_s,
+                connections=self._open_connections,
+                clock=clock,
+                on_close=self._unresponsive,
+            )
         self._prober = None
         if replica_urls and probe_interval_s is not None:
 
@@ -195,6 +209,12 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         instrument(target, self._options, self._clock)
         return target
 
+    def _open_connections(self) -> list[tuple[str, Any]]:
+        return [(t.name, driver) for t in self._targets.values() for driver in t.drivers.values()]
+
+    def _unresponsive(self, target: str) -> None:
+        self._targets[target].unresponsive += 1
+
     @property
     def replica_names(self) -> tuple[str, ...]:
         return tuple(name for name, t in self._targets.items() if t.role == "replica")
@@ -218,6 +238,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             self._monitor = loop.create_task(
                 self._watch(), name="alchemy-hex-provider-monitor", context=contextvars.Context()
             )
+            if self._watchdog is not None:
+                self._watchdog_task = loop.create_task(
+                    self._watchdog.run(), name="alchemy-hex-provider-watchdog", context=contextvars.Context()
+                )
             if self._prober is not None:
                 self._prober.start()
         elif loop is not self._loop:
@@ -353,10 +377,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             log.warning(
                 "provider.drain_timed_out", still_checked_out=len(self._registry), timeout_s=timeout_s
             )
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        await _cancel(self._monitor)
         if self._prober is not None:
             await self._prober.aclose()
         # Disposal closes idle connections over the network; a dead server must not hold it up.
@@ -366,6 +387,15 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                     await target.engine.dispose()
             except TimeoutError:
                 log.warning("provider.dispose_timed_out", target=target.name)
+        # Last: until every connection is closed, a request may still need its deadline kept.
+        await _cancel(self._watchdog_task)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Lease:
@@ -409,6 +439,12 @@ class _Lease:
         dropped = isinstance(exc, InfrastructureError | TimeoutError | sa_exc.DBAPIError)
         try:
             await provider._release(self._connection)
+        except (sa_exc.DBAPIError, OSError) as error:
+            # The connection failed while the open transaction was rolled back on return; it is
+            # invalidated and its slot returned. The block's own error, if any, says more.
+            if exc is None:
+                raise translate(error, target=state.name) from error
+            log.info("connection.release_failed", target=state.name, error=type(error).__name__)
         finally:
             state.gate.release((held_s, self._in_flight, dropped))
         if self._checkout.reclaimed and isinstance(exc, Exception):

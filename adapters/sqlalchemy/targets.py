@@ -68,6 +68,10 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict)
     #: When each connection now idle in the pool was returned, by connection record.
     idle_since: dict[int, float] = field(default_factory=dict)
+    #: The asyncpg connection of every open connection, checked out or idle, by connection record.
+    drivers: dict[int, Any] = field(default_factory=dict)
+    #: Connections closed by the client deadline because the server stopped answering.
+    unresponsive: int = 0
 
 
 def target_stats(t: Target) -> TargetStats:
@@ -94,6 +98,7 @@ def target_stats(t: Target) -> TargetStats:
         wait_total_s=counters.wait_total_s,
         wait_max_s=counters.wait_max_s,
         usage_total_s=t.usage_total_s,
+        unresponsive=t.unresponsive,
     )
 
 
@@ -110,6 +115,8 @@ class EngineOptions:
     pre_ping: bool
     pgbouncer: bool
     pre_ping_idle_s: float = 1.0
+    #: asyncpg's per-request client timeout; ``None`` when the provider's watchdog keeps the deadline.
+    command_timeout_s: float | None = None
 
 
 def _url_and_connect_args(
@@ -120,10 +127,8 @@ def _url_and_connect_args(
         "server_settings": dict(options.server_settings),
         **extra_connect_args,
     }
-    if statement_ms := options.server_settings.get("statement_timeout"):
-        # statement_timeout runs on the server, so it cannot fire when the network swallows the
-        # query (a black hole): a client-side deadline a little later bounds every command too.
-        connect_args.setdefault("command_timeout", int(statement_ms) / 1000 + options.connect_timeout_s)
+    if options.command_timeout_s is not None:
+        connect_args.setdefault("command_timeout", options.command_timeout_s)
     url = asyncpg_url(dsn)
     # Behind PgBouncer the bouncer picks the server (and answers asyncpg's check of the session
     # with a protocol violation), so failover is the bouncer's business there.
@@ -196,6 +201,7 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
 
     def on_connect(dbapi_connection: Any, record: Any) -> None:
         target.opened += 1
+        target.drivers[id(record)] = dbapi_connection.driver_connection
         # Spread recycling so a pool opened at once does not reconnect all at once either.
         spread = 1.0 - random.random() * options.lifetime_jitter
         record.info["expires_at"] = clock() + options.max_lifetime_s * spread
@@ -232,6 +238,7 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
     def on_close(_dbapi_connection: Any, record: Any) -> None:
         target.closed += 1
         target.idle_since.pop(id(record), None)
+        target.drivers.pop(id(record), None)
 
     def on_invalidate(_dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
         target.idle_since.pop(id(record), None)
