@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -70,6 +71,11 @@ class AdmissionGate:
     @property
     def waiting(self) -> int:
         return self._waiting
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether an adaptive limit learns from the samples given to :meth:`release`."""
+        return self._limit is not None
 
     @property
     def capacity(self) -> int:
@@ -140,7 +146,7 @@ class AdmissionGate:
             async with asyncio.timeout(timeout_s):
                 await future
         except BaseException as error:
-            self._abandon(future)
+            self._abandon(future, priority)
             if isinstance(error, TimeoutError):
                 self.counters.timed_out += 1
                 self._learn(timeout_s, self._in_use, dropped=True)
@@ -156,12 +162,16 @@ class AdmissionGate:
         self.counters.wait_max_s = max(self.counters.wait_max_s, waited)
         return waited
 
-    def _abandon(self, future: asyncio.Future[None]) -> None:
+    def _abandon(self, future: asyncio.Future[None], priority: Priority) -> None:
         # The slot may have been handed over in the same instant the waiter gave up: pass it on.
         if future.done() and not future.cancelled() and future.exception() is None:
             self.release()
-        else:
-            future.cancel()
+            return
+        future.cancel()
+        # Out of the queue now (a rare, slow path), so that a queue holds only live waiters and a
+        # release with nobody waiting has nothing to look at.
+        with contextlib.suppress(ValueError):
+            self._queues[priority].remove(future)
 
     def release(self, sample: tuple[float, int, bool] | None = None) -> None:
         """Give back a slot taken by :meth:`acquire`; the next waiter, if any, gets it at once.
@@ -181,6 +191,8 @@ class AdmissionGate:
         self._capacity = min(self._max_capacity, max(1, self._limit.limit))
 
     def _wake(self) -> None:
+        if not self._waiting:
+            return
         while self._in_use < self._capacity:
             future = self._next_waiter()
             if future is None:

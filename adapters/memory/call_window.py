@@ -53,11 +53,17 @@ class CountWindow(CallWindow):
         self._tally = Tally()
 
     def record(self, now: float, *, failed: bool, slow: bool) -> None:
-        if len(self._outcomes) == self._outcomes.maxlen:
-            old_failed, old_slow = self._outcomes[0]
-            self._tally.add(failed=old_failed, slow=old_slow, times=-1)
-        self._outcomes.append((failed, slow))
-        self._tally.add(failed=failed, slow=slow)
+        # Inlined tally updates: this runs once per guarded call.
+        outcomes, tally = self._outcomes, self._tally
+        if len(outcomes) == outcomes.maxlen:
+            old_failed, old_slow = outcomes[0]
+            tally.calls -= 1
+            tally.failures -= old_failed
+            tally.slow -= old_slow
+        outcomes.append((failed, slow))
+        tally.calls += 1
+        tally.failures += failed
+        tally.slow += slow
 
     def tally(self, now: float) -> Tally:
         return self._tally

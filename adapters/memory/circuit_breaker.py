@@ -6,9 +6,10 @@ import enum
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Final, Literal
 
 import structlog
@@ -126,7 +127,7 @@ class InMemoryCircuitBreaker(CircuitBreaker):
 
     def guard(self, target: str) -> AbstractContextManager[None]:
         """Admit one call to ``target`` on entry or raise ``CircuitOpenError``; record the outcome on exit."""
-        return self._guarded(target)
+        return _Guard(self, target)
 
     def state(self, target: str) -> BreakerState:
         """The state of ``target``'s circuit now; ``CLOSED`` for a target never seen."""
@@ -145,22 +146,10 @@ class InMemoryCircuitBreaker(CircuitBreaker):
             counts.update(circuit.transitions)
         return counts
 
-    @contextmanager
-    def _guarded(self, target: str) -> Iterator[None]:
-        epoch = self._admit(target)
-        started_at = self._clock()
-        try:
-            yield
-        except BaseException as error:
-            self._record(target, epoch, _outcome_of(error), started_at)
-            raise  # recording is all a breaker does with an error: never swallow it
-        self._record(target, epoch, _Outcome.SUCCESS, started_at)
-
-    def _admit(self, target: str) -> int:
+    def _admit(self, target: str, now: float) -> int:
         circuit = self._circuits.get(target)
         if circuit is None:
             circuit = self._circuits[target] = _Circuit(window=self._new_window())
-        now = self._clock()
         self._refresh(target, circuit, now)
         if circuit.state is BreakerState.OPEN:
             raise CircuitOpenError(target, circuit.opened_at + self._recovery_time_s - now)
@@ -251,6 +240,29 @@ def _check_window(window: str, window_size: int, minimum_calls: int) -> None:
     if window == "count" and minimum_calls > window_size:
         # A count window never holds more than window_size calls: the circuit could never open.
         raise ValueError(f"minimum_calls ({minimum_calls}) must be <= window_size ({window_size})")
+
+
+class _Guard:
+    """One guarded call, written out by hand: a generator-based context manager costs several
+    microseconds a call, which every unit of work would pay."""
+
+    __slots__ = ("_breaker", "_epoch", "_started_at", "_target")
+
+    def __init__(self, breaker: InMemoryCircuitBreaker, target: str) -> None:
+        self._breaker = breaker
+        self._target = target
+
+    def __enter__(self) -> None:
+        now = self._breaker._clock()
+        self._epoch = self._breaker._admit(self._target, now)
+        self._started_at = now
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Recording is all a breaker does with an error: it is never swallowed (None is returned).
+        outcome = _Outcome.SUCCESS if exc is None else _outcome_of(exc)
+        self._breaker._record(self._target, self._epoch, outcome, self._started_at)
 
 
 class AlwaysClosedCircuitBreaker(CircuitBreaker):

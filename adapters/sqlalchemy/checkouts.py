@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import traceback
 from collections.abc import Callable
@@ -16,17 +17,31 @@ log = structlog.get_logger(__name__)
 
 @dataclass(slots=True)
 class Checkout:
-    """One checked-out connection: where, since when, by which task and request."""
+    """One checked-out connection: where, since when, by which task and request.
+
+    The task and its context are kept as they are and their name and correlation ID read only when
+    a report needs them: every unit of work opens a checkout, few are ever reported.
+    """
 
     token: int
     target: str
     started_at: float
-    task_name: str | None
-    correlation_id: str | None
+    task: asyncio.Task[Any] | None
+    context: contextvars.Context
     stack: str | None = None
     reported_leak: bool = False
     connection: Any = None
     reclaimed: bool = False
+
+    @property
+    def task_name(self) -> str | None:
+        return None if self.task is None else self.task.get_name()
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The ``correlation_id`` bound in structlog's context when the connection was checked out."""
+        value = self.context.run(structlog.contextvars.get_contextvars).get("correlation_id")
+        return value if isinstance(value, str) else None
 
 
 class CheckoutRegistry:
@@ -48,16 +63,15 @@ class CheckoutRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
-    def open(self, target: str, correlation_id: str | None) -> Checkout:
-        task = asyncio.current_task()
+    def open(self, target: str) -> Checkout:
         # Capturing a stack costs tens of microseconds: only when leak detection is on.
         stack = "".join(traceback.format_stack(limit=12)[:-2]) if self._threshold_s is not None else None
         checkout = Checkout(
             next(self._tokens),
             target,
             self._clock(),
-            task.get_name() if task else None,
-            correlation_id,
+            asyncio.current_task(),
+            contextvars.copy_context(),  # O(1): contexts are immutable mappings
             stack,
         )
         self._live[checkout.token] = checkout

@@ -66,10 +66,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, and every checkout is registered
     until released (leaks past ``leak_detection_threshold_s`` are logged; with ``reclaim_after_s``
     set, off by default, a connection held past it is invalidated and its holder gets
-    :class:`ConnectionReclaimedError`). Release survives
-    cancellation. A request left without an answer for ``statement_timeout_s + connect_timeout_s``
-    (a black hole, a frozen server) ends as a lost connection: see :mod:`.watchdog`. The provider belongs to the event loop that first uses it; another loop gets
-    :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
+    :class:`ConnectionReclaimedError`). Release survives cancellation. A request left without an
+    answer for ``statement_timeout_s + connect_timeout_s`` (a black hole, a frozen server) ends as
+    a lost connection: see :mod:`.watchdog`. The provider belongs to the event loop that first uses
+    it; another loop gets :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
 
     The writer may be several hosts (``postgresql://u@h1:5432,h2:5432/db``): a new connection goes
     to the first that accepts read-write sessions, so a promoted standby is found after a failover.
@@ -268,17 +268,6 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 raise error from exc
             raise DatabaseUnavailableError(str(error)) from exc
 
-    async def _release(self, conn: AsyncConnection) -> None:
-        try:
-            # Awaited directly, without a task of its own (the hot path). If a cancellation lands
-            # during the ROLLBACK that returning an open transaction needs, SQLAlchemy invalidates
-            # the connection (the server session ends) and still returns the slot to the pool, so
-            # nothing leaks and no orphaned work keeps using the connection afterwards.
-            await conn.close()
-        finally:
-            if self._closing and not len(self._registry):
-                self._drained.set()
-
     def replica_views(self) -> tuple[ReplicaView, ...]:
         return self._replicas.views()
 
@@ -424,7 +413,7 @@ class _Lease:
         except BaseException:
             state.gate.release()
             raise
-        self._checkout = provider._registry.open(state.name, _correlation_id())
+        self._checkout = provider._registry.open(state.name)
         self._checkout.connection = self._connection
         state.in_flight += 1
         return self._connection
@@ -436,9 +425,12 @@ class _Lease:
         state.in_flight -= 1
         held_s = provider._registry.close(self._checkout)
         state.usage_total_s += held_s
-        dropped = isinstance(exc, InfrastructureError | TimeoutError | sa_exc.DBAPIError)
         try:
-            await provider._release(self._connection)
+            # Awaited directly, without a task of its own (the hot path). If a cancellation lands
+            # during the ROLLBACK that returning an open transaction needs, SQLAlchemy invalidates
+            # the connection (the server session ends) and still returns the slot to the pool, so
+            # nothing leaks and no orphaned work keeps using the connection afterwards.
+            await self._connection.close()
         except (sa_exc.DBAPIError, OSError) as error:
             # The connection failed while the open transaction was rolled back on return; it is
             # invalidated and its slot returned. The block's own error, if any, says more.
@@ -446,7 +438,14 @@ class _Lease:
                 raise translate(error, target=state.name) from error
             log.info("connection.release_failed", target=state.name, error=type(error).__name__)
         finally:
-            state.gate.release((held_s, self._in_flight, dropped))
+            gate = state.gate
+            if gate.adaptive:
+                dropped = isinstance(exc, InfrastructureError | TimeoutError | sa_exc.DBAPIError)
+                gate.release((held_s, self._in_flight, dropped))
+            else:
+                gate.release()
+            if provider._closing and not len(provider._registry):
+                provider._drained.set()
         if self._checkout.reclaimed and isinstance(exc, Exception):
             limit = provider._reclaim_after_s
             raise ConnectionReclaimedError(
@@ -455,8 +454,3 @@ class _Lease:
         if isinstance(exc, sa_exc.DBAPIError | OSError):
             # Raw users of the connection get contract errors too, never driver exceptions.
             raise translate(exc, target=state.name) from exc
-
-
-def _correlation_id() -> str | None:
-    value = structlog.contextvars.get_contextvars().get("correlation_id")
-    return value if isinstance(value, str) else None

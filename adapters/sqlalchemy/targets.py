@@ -19,6 +19,7 @@ from adapters.asyncio.admission_gate import AdmissionGate
 from ports.connection_provider import TargetStats
 
 _DEFAULT_PORT: Final = "5432"
+_NEVER: Final = float("inf")
 # A writer must accept read-write sessions: with several hosts, asyncpg tries each in turn and
 # keeps the first that does, so after a failover the promoted server is found on the next connect.
 # PostgreSQL 14+ reports ``in_hot_standby`` at login, so the check costs no round trip there.
@@ -212,28 +213,26 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
         finally:
             cursor.close()
 
+    # Checkout and checkin run for every unit of work: a few dictionary operations each.
     def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         now = clock()
-        target.idle_since.pop(id(record), None)
-        if now > record.info.get("expires_at", float("inf")):
+        returned_at = target.idle_since.pop(id(record), None)  # None: fresh from connect
+        if now > record.info.get("expires_at", _NEVER):
             # The documented way to make the pool replace a connection at checkout.
             raise LifetimeExpired("connection reached its max lifetime")
         if dbapi_connection.driver_connection.is_closed():
             # The server closed it while it sat in the pool (shutdown, failover, terminated):
             # asyncpg already knows, at no cost, so a replacement is made before anyone uses it.
             raise sa_exc.DisconnectionError("connection was closed by the server")
-        if options.pre_ping and now - record.info.get("returned_at", now) > options.pre_ping_idle_s:
+        if options.pre_ping and returned_at is not None and now - returned_at > options.pre_ping_idle_s:
             try:
                 dbapi_connection.ping()
             except Exception as exc:
                 raise sa_exc.DisconnectionError("connection failed its pre-ping") from exc
 
     def on_checkin(dbapi_connection: Any, record: Any) -> None:
-        record.info["returned_at"] = now = clock()
-        if dbapi_connection is None:  # invalidated: an empty slot, not an idle connection
-            target.idle_since.pop(id(record), None)
-        else:
-            target.idle_since[id(record)] = now
+        if dbapi_connection is not None:  # None: invalidated, an empty slot rather than an idle connection
+            target.idle_since[id(record)] = clock()
 
     def on_close(_dbapi_connection: Any, record: Any) -> None:
         target.closed += 1

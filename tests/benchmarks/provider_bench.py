@@ -33,8 +33,8 @@ from ports.connection_provider import Intent
 
 POOL_SIZE = 10
 LEVELS = (1, 10, 50)
-SECONDS = float(os.environ.get("BENCH_SECONDS", "1.5"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "1.0"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SELECT_1 = text("SELECT 1")
 Op = Callable[[], Awaitable[None]]
 
@@ -50,6 +50,7 @@ async def measure(op: Op, concurrency: int, seconds: float) -> dict[str, float]:
 
     for _ in range(50):  # warm the pool and the statement caches
         await op()
+    gc.collect()  # start each run with no garbage of the one before to collect
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
@@ -118,13 +119,16 @@ async def run(dsn: str) -> dict[str, Any]:
         "pool_size": POOL_SIZE,
         "runs": {},
     }
+    names = list(ops)
     for level in LEVELS:
         # Rounds interleave the configurations so that a burst of noise on this 2-core machine
-        # hits them all alike; each figure is the round with the median throughput.
+        # hits them all alike, and rotate their order so that none always runs after the same one;
+        # each figure is the round with the median throughput.
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ops}
-        for _ in range(ROUNDS):
-            for name, op in ops.items():
-                rounds[name].append(await measure(op, level, SECONDS))
+        for round_number in range(ROUNDS):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                rounds[name].append(await measure(ops[name], level, SECONDS))
         for name, measured in rounds.items():
             median = sorted(measured, key=lambda r: r["ops_per_s"])[len(measured) // 2]
             results["runs"].setdefault(name, {})[str(level)] = median
