@@ -22,13 +22,16 @@ the provider falls back to asyncpg's per-request timer.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from asyncpg.exceptions import ConnectionDoesNotExistError
 
 log = structlog.get_logger(__name__)
+# Imported by name: asyncpg ships no type information, and the Alembic scripts are type-checked
+# with no per-package settings.
+_asyncpg_errors: Any = importlib.import_module("asyncpg.exceptions")
 
 #: How many looks per deadline: a dead request is ended between 1 and 1.25 deadlines after it began.
 CHECKS_PER_DEADLINE = 8
@@ -104,7 +107,7 @@ class DeadlineWatchdog:
         # What asyncpg's own timeout does, except that a cancel request would vanish down the same
         # black hole: fail the wait, then abort the connection (no network round trip).
         waiter.set_exception(
-            ConnectionDoesNotExistError(
+            _asyncpg_errors.ConnectionDoesNotExistError(
                 f"connection was closed in the middle of operation: no answer from {target!r} "
                 f"for {waited_s:.2f}s (client deadline {self.deadline_s:g}s)"
             )
