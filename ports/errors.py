@@ -99,6 +99,13 @@ class ReadOnlyViolationError(HexError):
     """A write was attempted inside a read-only unit of work."""
 
 
+class TransactionControlError(HexError):
+    """A unit of work refused SQL that would end or change its transaction (``COMMIT``, ``SET TRANSACTION``).
+
+    The unit owns its transaction: end it with the unit's ``commit()``, or leave the block to roll back.
+    """
+
+
 class DataIntegrityError(HexError):
     """The database refused data that breaks a constraint (unique, check, foreign key)."""
 

@@ -14,8 +14,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
 from adapters.asyncio.admission_gate import AdmissionGate
+from adapters.sqlalchemy import statement_guard
 from ports.connection_provider import TargetStats
 
 _DEFAULT_PORT: Final = "5432"
@@ -48,6 +50,10 @@ class LifetimeExpired(sa_exc.DisconnectionError):
 
 class IdleExpired(LifetimeExpired):
     """Given when a connection idle past the idle timeout is closed: retired, not lost."""
+
+
+class SessionChanged(LifetimeExpired):
+    """Given when a unit of work changed its connection's session: closed rather than reused."""
 
 
 @dataclass(slots=True)
@@ -196,6 +202,21 @@ def probe_connector(
     return functools.partial(connect, **arguments)
 
 
+def _in_recovery(driver: Any) -> bool:
+    """Whether the server behind a new asyncpg connection is a standby, leaving no transaction open.
+
+    PostgreSQL 14+ reports ``in_hot_standby`` at login, so this costs no round trip there; older
+    servers and PgBouncer (which does not pass the parameter on) are asked outside any transaction.
+    Not through SQLAlchemy's cursor: its asyncpg adapter begins a transaction that outlives this
+    hook, and the connection's first unit of work would run inside it, its ``BEGIN READ ONLY``
+    (or isolation level) never sent.
+    """
+    reported = getattr(driver.get_settings(), "in_hot_standby", None)
+    if reported is not None:
+        return bool(reported == "on")
+    return bool(await_(driver.fetchval("SELECT pg_is_in_recovery()")))
+
+
 def instrument(target: Target, options: EngineOptions, clock: Callable[[], float]) -> None:
     """Count opened, closed and lost connections, learn the server's role, recycle with jitter."""
     pool_events: Any = target.engine.sync_engine.pool
@@ -206,12 +227,7 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
         # Spread recycling so a pool opened at once does not reconnect all at once either.
         spread = 1.0 - random.random() * options.lifetime_jitter
         record.info["expires_at"] = clock() + options.max_lifetime_s * spread
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("SELECT pg_is_in_recovery()")
-            target.in_recovery = record.info["in_recovery"] = bool(cursor.fetchone()[0])
-        finally:
-            cursor.close()
+        target.in_recovery = record.info["in_recovery"] = _in_recovery(dbapi_connection.driver_connection)
 
     # Checkout and checkin run for every unit of work: a few dictionary operations each.
     def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
@@ -249,3 +265,4 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
     event.listen(pool_events, "checkin", on_checkin)
     event.listen(pool_events, "close", on_close)
     event.listen(pool_events, "invalidate", on_invalidate)
+    statement_guard.install(target.engine)

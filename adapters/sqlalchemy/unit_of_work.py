@@ -16,6 +16,8 @@ from adapters.asyncio.shielding import run_to_completion
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.errors import translate
 from adapters.sqlalchemy.repositories import SqlAlchemyAccountRepository, SqlAlchemyTransferRepository
+from adapters.sqlalchemy.statement_guard import UNIT_OPTION, UnitSession
+from adapters.sqlalchemy.targets import SessionChanged
 from adapters.sqlalchemy.wal import insert_position, wait_for_replay
 from ports.circuit_breaker import BreakerState, CircuitBreaker
 from ports.connection_provider import WRITER, CausalToken, Intent, Priority, ReadRoute, ReplicaView
@@ -54,6 +56,13 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     A read unit given ``causal_token`` prefers replicas known to have replayed it; else it waits
     on the chosen replica up to ``causal_wait_s`` before its transaction begins, then falls back
     to the writer.
+
+    What a unit sends is checked first (see :mod:`.statement_guard`): SQL that would end or change
+    its transaction (``COMMIT``, ``ROLLBACK``, ``BEGIN``, ``SET TRANSACTION READ WRITE``...) is
+    refused with ``TransactionControlError``, and a connection whose session the unit changed
+    (``SET`` without ``LOCAL``, ``set_config``, session advisory locks...) is closed afterwards
+    instead of serving the next unit. A read unit's ``commit()`` ends its transaction with
+    ``ROLLBACK``: it wrote nothing, and whatever it changed in the session is undone with it.
     """
 
     accounts: SqlAlchemyAccountRepository
@@ -92,6 +101,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._token: CausalToken | None = None
         self._stack: AsyncExitStack | None = None
         self._connection: AsyncConnection | None = None
+        self._session = UnitSession(intent.value)
         self._target = WRITER
         self._committed = False
 
@@ -190,7 +200,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             )
             if wait_for is not None:
                 await self._wait_for(connection, target, wait_for)
-            options: dict[str, object] = {"postgresql_readonly": self._intent is Intent.READ}
+            options: dict[str, object] = {
+                "postgresql_readonly": self._intent is Intent.READ,
+                UNIT_OPTION: self._session,
+            }
             if self._isolation_level != "READ COMMITTED":
                 options["isolation_level"] = self._isolation_level
             await connection.execution_options(**options)
@@ -213,8 +226,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         connection = self._connection_or_fail()
         # COMMIT must not be abandoned half-way by a cancellation: run it to its end, so the
         # connection is left in a known state and the outcome is settled one way or the other.
+        # A read unit has nothing to keep: ROLLBACK also undoes any session setting it changed.
+        end = connection.rollback if self._intent is Intent.READ else connection.commit
         try:
-            await run_to_completion(connection.commit())
+            await run_to_completion(end())
         except (sa_exc.DBAPIError, OSError) as exc:
             error = translate(exc, target=self._target)
             if isinstance(error, DatabaseUnavailableError):
@@ -261,4 +276,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             # server discards the transaction with the session.
             log.info("uow.rollback_failed", target=self._target, error=type(error).__name__)
         finally:
-            await stack.__aexit__(exc_type, exc, tb)
+            try:
+                if self._session.dirty and not connection.invalidated:
+                    # Closed, not pooled: the next unit must find the session as the provider made it.
+                    await run_to_completion(
+                        connection.invalidate(SessionChanged("the unit changed the session"))
+                    )
+            finally:
+                await stack.__aexit__(exc_type, exc, tb)
