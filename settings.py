@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -47,14 +47,21 @@ def mask_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
-def _check_dsn(value: SecretStr) -> SecretStr:
+def _split_dsn(dsn: str) -> SplitResult | None:
+    """``dsn`` split, or ``None`` if it cannot be (outside ``except``: urllib's errors quote the DSN)."""
     try:
-        parts = urlsplit(value.get_secret_value())
+        parts = urlsplit(dsn)
         if "," not in parts.netloc:  # libpq's multi-host form has no single port to parse
             parts.port  # noqa: B018 -- parsing the port is what validates it
     except ValueError:
-        # The message of urlsplit may quote the DSN, so it is not chained into ours.
-        raise ValueError("is not a valid URL (postgresql://user:password@host:port/database)") from None
+        return None
+    return parts
+
+
+def _check_dsn(value: SecretStr) -> SecretStr:
+    parts = _split_dsn(value.get_secret_value())
+    if parts is None:
+        raise ValueError("is not a valid URL (postgresql://user:password@host:port/database)")
     if parts.scheme not in _SCHEMES:
         raise ValueError(f"must use the postgresql:// scheme, not {parts.scheme or 'none'!r}")
     if not parts.hostname and "host=" not in parts.query:
@@ -374,7 +381,9 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings, or raise ``ConfigurationError`` naming every bad field.
 
-    The message never includes the rejected values, since a rejected DSN may hold a password.
+    The message never includes the rejected values, since a rejected DSN may hold a password,
+    and neither does the error's chain: pydantic's errors quote the input, so they are not kept
+    as its ``__context__`` (which ``raise ... from None`` would still set) or ``__cause__``.
     """
     try:
         return Settings(**overrides)
@@ -383,7 +392,7 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors(include_input=False, include_url=False)
         )
-        raise ConfigurationError(f"invalid settings: {problems}") from None
     except SettingsError as exc:
         # pydantic-settings names the field in its message; its cause may quote the value.
-        raise ConfigurationError(f"invalid settings: {str(exc).split(':', 1)[0]}") from None
+        problems = str(exc).split(":", 1)[0]
+    raise ConfigurationError(f"invalid settings: {problems}")
