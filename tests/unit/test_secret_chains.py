@@ -9,13 +9,19 @@ So these tests walk everything reachable from an error: ``__cause__``, ``__conte
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from ports.errors import ConfigurationError
+from adapters.credentials.command import CommandCredentialProvider
+from adapters.credentials.file import FileCredentialProvider
+from adapters.sqlalchemy.connect_args import TlsOptions, client_context
+from ports.errors import ConfigurationError, CredentialError
 from settings import load_settings
+from tests.tls_support import make_pki
 
 SECRET = "Quokka-Vellum-6642"
 _WINDOW = 8
@@ -191,3 +197,50 @@ def test_a_rejected_setting_names_its_field_and_no_secret_is_anywhere_in_the_cha
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
     assert_no_secret(caught.value)
+
+
+async def test_a_password_file_that_is_not_utf8_leaves_its_bytes_nowhere_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    path.write_bytes(SECRET.encode() + b"\xff\xfe")
+    provider = FileCredentialProvider(path=path)
+
+    with pytest.raises(CredentialError, match="is not UTF-8") as caught:
+        await provider.password()
+
+    assert_no_secret(caught.value)
+
+
+async def test_a_token_that_is_not_utf8_leaves_its_bytes_nowhere_in_the_error() -> None:
+    script = f"import sys; sys.stdout.buffer.write({SECRET.encode()!r} + bytes([255]))"
+    provider = CommandCredentialProvider(argv=[sys.executable, "-c", script])
+
+    with pytest.raises(CredentialError, match="printed no UTF-8 text") as caught:
+        await provider.password()
+
+    assert_no_secret(caught.value)
+
+
+@pytest.mark.parametrize("key_password", [None, SECRET], ids=["no passphrase", "wrong passphrase"])
+def test_a_client_key_that_does_not_decrypt_leaves_the_passphrase_nowhere_in_the_error(
+    tmp_path: Path, key_password: str | None
+) -> None:
+    pki = make_pki(tmp_path, client_role="app", key_password=SECRET[::-1])
+    options = TlsOptions(
+        mode="require",
+        cert_file=pki.client_cert_file,
+        key_file=pki.client_key_file,
+        key_password=key_password,
+    )
+
+    with pytest.raises(ConfigurationError, match=r"tls\.key_password") as caught:
+        client_context(options)
+
+    assert caught.value.__context__ is None
+    assert_no_secret(caught.value)
+    assert_no_secret(caught.value, SECRET[::-1])
+
+
+def test_a_missing_ca_file_error_does_not_chain_the_os_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"tls\.ca_file") as caught:
+        client_context(TlsOptions(mode="verify-full", ca_file=tmp_path / "missing.crt"))
+    assert caught.value.__context__ is None
