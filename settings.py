@@ -58,12 +58,23 @@ def _split_dsn(dsn: str) -> SplitResult | None:
     return parts
 
 
+def _host_part_ends_early(parts: SplitResult) -> bool:
+    # A "/", "?" or "#" in a password ends the host part there (a password starting with digits
+    # even reads as a port), and "...@host" turns up in the path, a parameter name or the fragment:
+    # the rest of the password would be taken for a database name or a parameter, and shown.
+    names = (pair.partition("=")[0] for pair in parts.query.split("&"))
+    return bool(parts.fragment) or "@" in parts.path or any("@" in name for name in names)
+
+
 def _check_dsn(value: SecretStr) -> SecretStr:
     parts = _split_dsn(value.get_secret_value())
     if parts is None:
         raise ValueError("is not a valid URL (postgresql://user:password@host:port/database)")
     if parts.scheme not in _SCHEMES:
-        raise ValueError(f"must use the postgresql:// scheme, not {parts.scheme or 'none'!r}")
+        # Not quoted: whatever stands before the first ":" may be part of a password.
+        raise ValueError("must use the postgresql:// scheme (or postgres://, postgresql+asyncpg://)")
+    if _host_part_ends_early(parts):
+        raise ValueError("has an '@' after its host; percent-encode '/', '?', '#' and '@' in a password")
     if not parts.hostname and "host=" not in parts.query:
         raise ValueError("must name a host")
     return value

@@ -91,6 +91,7 @@ def _url(dsn: str) -> dict[str, object]:
 BAD_SETTINGS: dict[str, tuple[dict[str, object], dict[str, str], str]] = {
     "bad scheme": (_url(f"mysql://app:{SECRET}@db/ledger"), {}, "database.url"),
     "no scheme": (_url(f"app:{SECRET}@db/ledger"), {}, "database.url"),
+    "a password where the scheme goes": (_url(f"{SECRET}:x@db/ledger"), {}, "database.url"),
     "libpq keyword form": (_url(f"host=db user=app password={SECRET}"), {}, "database.url"),
     "bad port": (_url(f"postgresql://app:{SECRET}@db:notaport/ledger"), {}, "database.url"),
     "port out of range": (_url(f"postgresql://app:{SECRET}@db:99999999/ledger"), {}, "database.url"),
@@ -100,6 +101,10 @@ BAD_SETTINGS: dict[str, tuple[dict[str, object], dict[str, str], str]] = {
     "unencoded / in the password": (_url(f"postgresql://app:{SECRET}/{SECRET}@db/x"), {}, "database.url"),
     "unencoded # in the password": (_url(f"postgresql://app:{SECRET}#{SECRET}@db/x"), {}, "database.url"),
     "unencoded ? in the password": (_url(f"postgresql://app:{SECRET}?{SECRET}@db/x"), {}, "database.url"),
+    # A password starting with digits reads as a port, and the rest moves into the path or query.
+    "unencoded / after digits": (_url(f"postgresql://app:2024/{SECRET}@db/x"), {}, "database.url"),
+    "unencoded # after digits": (_url(f"postgresql://app:2024#{SECRET}@db/x"), {}, "database.url"),
+    "unencoded ? after digits": (_url(f"postgresql://app:2024?{SECRET}@db/x"), {}, "database.url"),
     "query password, bad scheme": (_url(f"mysql://app@db/x?password={SECRET}"), {}, "database.url"),
     "query password, bad port": (_url(f"postgresql://app@db:x/ledger?password={SECRET}"), {}, "database.url"),
     "query password, no host": (_url(f"postgresql://app@/ledger?password={SECRET}"), {}, "database.url"),
