@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -34,12 +34,19 @@ def asyncpg_url(dsn: str) -> URL:
     gets 5432, as in libpq; IPv6 literals are not supported in this form).
     """
     parts = urlsplit(dsn)
+    # Split at the last "@", as the settings do: SQLAlchemy's parser would end the user-info at the
+    # first, making the rest of a password with an "@" the host name, there for all to see.
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    if "," not in hosts:
-        return make_url(dsn).set(drivername="postgresql+asyncpg")
-    listed = [host if ":" in host else f"{host}:{_DEFAULT_PORT}" for host in hosts.split(",")]
-    url = make_url(urlunsplit(parts._replace(netloc=f"{userinfo}{at}")))
-    return url.set(drivername="postgresql+asyncpg").update_query_dict({"host": listed})
+    several = "," in hosts
+    rest = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    url = make_url(f"{parts.scheme}://{'' if several else hosts}{rest}").set(drivername="postgresql+asyncpg")
+    if several:
+        listed = [host if ":" in host else f"{host}:{_DEFAULT_PORT}" for host in hosts.split(",")]
+        url = url.update_query_dict({"host": listed})
+    if at:
+        user, colon, password = userinfo.partition(":")
+        url = url.set(username=unquote(user), password=unquote(password) if colon else None)
+    return url
 
 
 class LifetimeExpired(sa_exc.DisconnectionError):

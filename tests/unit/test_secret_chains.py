@@ -1,4 +1,4 @@
-"""No contract error carries a secret anywhere in its chain.
+"""No contract error carries a secret anywhere in its chain, and no engine shows part of a password.
 
 A traceback prints only what ``raise ... from None`` leaves visible, but ``from None`` keeps the
 handled exception in ``__context__``, and error trackers (and any code walking the chain) read it.
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from adapters.credentials.command import CommandCredentialProvider
 from adapters.credentials.file import FileCredentialProvider
 from adapters.sqlalchemy.connect_args import TlsOptions, client_context
+from adapters.sqlalchemy.targets import EngineOptions, make_engine
 from ports.errors import ConfigurationError, CredentialError
 from settings import load_settings
 from tests.tls_support import make_pki
@@ -202,6 +203,38 @@ def test_a_rejected_setting_names_its_field_and_no_secret_is_anywhere_in_the_cha
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
     assert_no_secret(caught.value)
+
+
+@pytest.fixture
+def engine_options() -> EngineOptions:
+    return EngineOptions(
+        pool_size=1,
+        max_overflow=0,
+        connect_timeout_s=1.0,
+        server_settings={},
+        max_lifetime_s=60.0,
+        lifetime_jitter=0.0,
+        pre_ping=False,
+        pgbouncer=False,
+    )
+
+
+UNENCODED_BUT_UNAMBIGUOUS = {"@": f"{SECRET}@{SECRET}", "%": f"{SECRET}%{SECRET}", "%40": f"{SECRET}%40x"}
+
+
+@pytest.mark.parametrize("password", UNENCODED_BUT_UNAMBIGUOUS.values(), ids=UNENCODED_BUT_UNAMBIGUOUS.keys())
+def test_a_password_with_an_at_sign_or_a_percent_is_taken_whole_and_shown_nowhere(
+    password: str, engine_options: EngineOptions
+) -> None:
+    # The settings split user-info from the host at the last "@", so the engine must do the same;
+    # splitting at the first would connect to "<rest of the password>@db" and print it as the host.
+    dsn = f"postgresql://app:{password}@db:5432/ledger"
+    settings = load_settings(database={"url": dsn})
+    engine = make_engine(dsn, engine_options, {}, role="writer")
+
+    assert engine.url.host == "db"
+    assert engine.url.password in settings.secret_values()
+    assert SECRET not in repr(engine) + str(engine.url)
 
 
 async def test_a_password_file_that_is_not_utf8_leaves_its_bytes_nowhere_in_the_error(tmp_path: Path) -> None:
