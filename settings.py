@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,19 +32,43 @@ from ports.errors import ConfigurationError
 
 Environment = Literal["dev", "test", "prod"]
 _SCHEMES: Final = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
+#: Query parameters of a DSN that hold a secret (libpq's names: the password and the key's passphrase).
+_QUERY_SECRETS: Final = frozenset({"password", "sslpassword"})
+
+
+def _is_query_secret(pair: str) -> bool:
+    return unquote_plus(pair.partition("=")[0]).lower() in _QUERY_SECRETS
 
 
 def mask_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***``; safe for logs and messages."""
+    """``dsn`` with any password (user-info or query string) replaced by ``***``; safe for logs."""
     try:
         parts = urlsplit(dsn)
     except ValueError:
         return "<unparseable DSN>"
-    if parts.password is None:
-        return dsn
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    # Replaced where they are written (the first "//...@" and the first "?..."), the rest untouched.
+    masked = dsn
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        masked = masked.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:***@{hostinfo}", 1)
+    pairs = parts.query.split("&")
+    if any(_is_query_secret(pair) for pair in pairs):
+        query = "&".join(
+            f"{pair.partition('=')[0]}=***" if _is_query_secret(pair) else pair for pair in pairs
+        )
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
+
+
+def _dsn_passwords(dsn: str) -> set[str]:
+    """The secrets in ``dsn`` (user-info password, query ``password``), as written and decoded."""
+    parts = urlsplit(dsn)
+    written = [pair.partition("=")[2] for pair in parts.query.split("&") if _is_query_secret(pair)]
+    decoded = [unquote_plus(value) for value in written]  # how a query string is decoded
+    if parts.password:
+        written.append(parts.password)
+        decoded.append(unquote(parts.password))
+    return {secret for secret in (*written, *decoded) if secret}
 
 
 def _split_dsn(dsn: str) -> SplitResult | None:
@@ -380,13 +404,12 @@ class Settings(BaseSettings):
         providers report those themselves.
         """
         urls = [self.database.url, *self.database.replica_urls, self.migration.url]
-        passwords = [urlsplit(url.get_secret_value()).password for url in urls if url is not None]
+        # A DSN holds its passwords percent-encoded; a driver message may echo either form.
+        passwords = [_dsn_passwords(url.get_secret_value()) for url in urls if url is not None]
         tls = [group.key_password for group in (self.tls, self.replica_tls) if group is not None]
         static = [group.password for group in (self.credentials, self.replica_credentials) if group]
         others = [secret.get_secret_value() for secret in (*tls, *static) if secret is not None]
-        # A DSN holds its password percent-encoded; a driver message may echo either form.
-        every = {*passwords, *(unquote(p) for p in passwords if p), *others}
-        return tuple(sorted(p for p in every if p))
+        return tuple(sorted({*others, *(p for found in passwords for p in found)} - {""}))
 
 
 def load_settings(**overrides: Any) -> Settings:

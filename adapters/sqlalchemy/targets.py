@@ -31,7 +31,9 @@ def asyncpg_url(dsn: str) -> URL:
 
     libpq's multi-host form ``postgresql://user@h1:5432,h2:5433/db``, which SQLAlchemy's URL parser
     rejects, becomes the asyncpg dialect's ``?host=h1:5432&host=h2:5433`` (a host without a port
-    gets 5432, as in libpq; IPv6 literals are not supported in this form).
+    gets 5432, as in libpq; IPv6 literals are not supported in this form). A ``password`` in the
+    query string becomes the URL's password (winning over one in the user-info part, as it would
+    as a connect argument), so that the URL and the engine show it as ``***``, never in clear.
     """
     parts = urlsplit(dsn)
     # Split at the last "@", as the settings do: SQLAlchemy's parser would end the user-info at the
@@ -46,6 +48,10 @@ def asyncpg_url(dsn: str) -> URL:
     if at:
         user, colon, password = userinfo.partition(":")
         url = url.set(username=unquote(user), password=unquote(password) if colon else None)
+    given = url.query.get("password")
+    if given is not None:
+        last = given if isinstance(given, str) else given[-1]  # repeated: the last wins, as in libpq
+        url = url.difference_update_query(["password"]).set(password=last)
     return url
 
 

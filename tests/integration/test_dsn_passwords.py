@@ -1,5 +1,5 @@
-"""A password in a DSN's user-info, percent-encoded or with a bare "@", logs in for real, on a server
-that checks passwords."""
+"""A password wherever a DSN may carry one (user-info, encoded or with a bare "@"; the query string;
+beside several hosts) logs in for real, on a server that checks passwords."""
 
 from __future__ import annotations
 
@@ -37,6 +37,21 @@ FORMS: dict[str, tuple[str, Callable[[PostgresCluster], str]]] = {
         lambda s: f"postgresql://{ENCODED_ROLE}:{quote(ENCODED_PASSWORD, safe='')}@{_where(s)}",
     ),
     "a bare @ in the user-info": (AT_ROLE, lambda s: f"postgresql://{AT_ROLE}:{AT_PASSWORD}@{_where(s)}"),
+    "the query string": (
+        ENCODED_ROLE,
+        lambda s: f"postgresql://{ENCODED_ROLE}@{_where(s)}?password={quote(ENCODED_PASSWORD, safe='')}",
+    ),
+    "the query string, winning over the user-info": (
+        AT_ROLE,
+        lambda s: f"postgresql://{AT_ROLE}:wrong@{_where(s)}?password={quote(AT_PASSWORD, safe='')}",
+    ),
+    "the query string beside several hosts": (
+        AT_ROLE,
+        lambda s: (
+            f"postgresql://{AT_ROLE}@127.0.0.1:1,127.0.0.1:{s.port}/postgres"
+            f"?password={quote(AT_PASSWORD, safe='')}"
+        ),
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""No contract error carries a secret anywhere in its chain, and no engine shows part of a password.
+"""No contract error carries a secret anywhere in its chain, and no URL shows a query-string password.
 
 A traceback prints only what ``raise ... from None`` leaves visible, but ``from None`` keeps the
 handled exception in ``__context__``, and error trackers (and any code walking the chain) read it.
@@ -12,16 +12,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from adapters.credentials.command import CommandCredentialProvider
 from adapters.credentials.file import FileCredentialProvider
 from adapters.sqlalchemy.connect_args import TlsOptions, client_context
-from adapters.sqlalchemy.targets import EngineOptions, make_engine
+from adapters.sqlalchemy.targets import EngineOptions, asyncpg_url, make_engine
 from ports.errors import ConfigurationError, CredentialError
-from settings import load_settings
+from settings import load_settings, mask_dsn
 from tests.tls_support import make_pki
 
 SECRET = "Quokka-Vellum-6642"
@@ -217,6 +219,35 @@ def engine_options() -> EngineOptions:
         pre_ping=False,
         pgbouncer=False,
     )
+
+
+QUERY_PASSWORDS = {
+    "query only": f"postgresql://app@db/ledger?password={SECRET}",
+    "with other parameters": f"postgresql://app@db:5433/ledger?sslmode=require&password={SECRET}&x=1",
+    "percent-encoded": f"postgresql://app@db/ledger?password={SECRET[:6]}%2D{SECRET[7:]}",
+    "beside a user-info password": f"postgresql://app:other-one@db/ledger?password={SECRET}",
+    "several hosts": f"postgresql://app@db1:5432,db2/ledger?password={SECRET}",
+    "several hosts, no user": f"postgresql://db1,db2:5433/ledger?password={SECRET}",
+    "in user-info, several hosts": f"postgresql://app:{SECRET}@db1,db2:5433/ledger",
+}
+
+
+@pytest.mark.parametrize("dsn", QUERY_PASSWORDS.values(), ids=QUERY_PASSWORDS.keys())
+def test_a_query_string_password_is_masked_in_the_url_and_the_engine_and_still_reaches_the_driver(
+    dsn: str, engine_options: EngineOptions
+) -> None:
+    settings = load_settings(database={"url": dsn})
+    assert SECRET in settings.secret_values()
+    url = asyncpg_url(dsn)
+    engine = make_engine(dsn, engine_options, {}, role="writer")
+    shown = [str(url), repr(url), url.render_as_string(), repr(engine), str(engine.url), mask_dsn(dsn)]
+
+    assert not any(SECRET[:_WINDOW] in text or SECRET[-_WINDOW:] in text for text in shown), shown
+    # libpq lets a query parameter win over the user-info part; so does asyncpg's dialect.
+    dialect: Any = PGDialect_asyncpg  # SQLAlchemy's dialects are untyped
+    _, params = dialect().create_connect_args(url)
+    assert params["password"] == SECRET
+    assert "password" not in url.query
 
 
 UNENCODED_BUT_UNAMBIGUOUS = {"@": f"{SECRET}@{SECRET}", "%": f"{SECRET}%{SECRET}", "%40": f"{SECRET}%40x"}
