@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,31 +32,73 @@ from ports.errors import ConfigurationError
 
 Environment = Literal["dev", "test", "prod"]
 _SCHEMES: Final = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
+#: Query parameters of a DSN that hold a secret (libpq's names: the password and the key's passphrase).
+_QUERY_SECRETS: Final = frozenset({"password", "sslpassword"})
+
+
+def _is_query_secret(pair: str) -> bool:
+    return unquote_plus(pair.partition("=")[0]).lower() in _QUERY_SECRETS
 
 
 def mask_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***``; safe for logs and messages."""
+    """``dsn`` with any password (user-info or query string) replaced by ``***``; safe for logs."""
     try:
         parts = urlsplit(dsn)
     except ValueError:
         return "<unparseable DSN>"
-    if parts.password is None:
-        return dsn
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    # Replaced where they are written (the first "//...@" and the first "?..."), the rest untouched.
+    masked = dsn
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        masked = masked.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:***@{hostinfo}", 1)
+    pairs = parts.query.split("&")
+    if any(_is_query_secret(pair) for pair in pairs):
+        query = "&".join(
+            f"{pair.partition('=')[0]}=***" if _is_query_secret(pair) else pair for pair in pairs
+        )
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
 
 
-def _check_dsn(value: SecretStr) -> SecretStr:
+def _dsn_passwords(dsn: str) -> set[str]:
+    """The secrets in ``dsn`` (user-info password, query ``password``), as written and decoded."""
+    parts = urlsplit(dsn)
+    written = [pair.partition("=")[2] for pair in parts.query.split("&") if _is_query_secret(pair)]
+    decoded = [unquote_plus(value) for value in written]  # how a query string is decoded
+    if parts.password:
+        written.append(parts.password)
+        decoded.append(unquote(parts.password))
+    return {secret for secret in (*written, *decoded) if secret}
+
+
+def _split_dsn(dsn: str) -> SplitResult | None:
+    """``dsn`` split, or ``None`` if it cannot be (outside ``except``: urllib's errors quote the DSN)."""
     try:
-        parts = urlsplit(value.get_secret_value())
+        parts = urlsplit(dsn)
         if "," not in parts.netloc:  # libpq's multi-host form has no single port to parse
             parts.port  # noqa: B018 -- parsing the port is what validates it
     except ValueError:
-        # The message of urlsplit may quote the DSN, so it is not chained into ours.
-        raise ValueError("is not a valid URL (postgresql://user:password@host:port/database)") from None
+        return None
+    return parts
+
+
+def _host_part_ends_early(parts: SplitResult) -> bool:
+    # A "/", "?" or "#" in a password ends the host part there (a password starting with digits
+    # even reads as a port), and "...@host" turns up in the path, a parameter name or the fragment:
+    # the rest of the password would be taken for a database name or a parameter, and shown.
+    names = (pair.partition("=")[0] for pair in parts.query.split("&"))
+    return bool(parts.fragment) or "@" in parts.path or any("@" in name for name in names)
+
+
+def _check_dsn(value: SecretStr) -> SecretStr:
+    parts = _split_dsn(value.get_secret_value())
+    if parts is None:
+        raise ValueError("is not a valid URL (postgresql://user:password@host:port/database)")
     if parts.scheme not in _SCHEMES:
-        raise ValueError(f"must use the postgresql:// scheme, not {parts.scheme or 'none'!r}")
+        # Not quoted: whatever stands before the first ":" may be part of a password.
+        raise ValueError("must use the postgresql:// scheme (or postgres://, postgresql+asyncpg://)")
+    if _host_part_ends_early(parts):
+        raise ValueError("has an '@' after its host; percent-encode '/', '?', '#' and '@' in a password")
     if not parts.hostname and "host=" not in parts.query:
         raise ValueError("must name a host")
     return value
@@ -362,19 +404,20 @@ class Settings(BaseSettings):
         providers report those themselves.
         """
         urls = [self.database.url, *self.database.replica_urls, self.migration.url]
-        passwords = [urlsplit(url.get_secret_value()).password for url in urls if url is not None]
+        # A DSN holds its passwords percent-encoded; a driver message may echo either form.
+        passwords = [_dsn_passwords(url.get_secret_value()) for url in urls if url is not None]
         tls = [group.key_password for group in (self.tls, self.replica_tls) if group is not None]
         static = [group.password for group in (self.credentials, self.replica_credentials) if group]
         others = [secret.get_secret_value() for secret in (*tls, *static) if secret is not None]
-        # A DSN holds its password percent-encoded; a driver message may echo either form.
-        every = {*passwords, *(unquote(p) for p in passwords if p), *others}
-        return tuple(sorted(p for p in every if p))
+        return tuple(sorted({*others, *(p for found in passwords for p in found)} - {""}))
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings, or raise ``ConfigurationError`` naming every bad field.
 
-    The message never includes the rejected values, since a rejected DSN may hold a password.
+    The message never includes the rejected values, since a rejected DSN may hold a password,
+    and neither does the error's chain: pydantic's errors quote the input, so they are not kept
+    as its ``__context__`` (which ``raise ... from None`` would still set) or ``__cause__``.
     """
     try:
         return Settings(**overrides)
@@ -383,7 +426,7 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors(include_input=False, include_url=False)
         )
-        raise ConfigurationError(f"invalid settings: {problems}") from None
     except SettingsError as exc:
         # pydantic-settings names the field in its message; its cause may quote the value.
-        raise ConfigurationError(f"invalid settings: {str(exc).split(':', 1)[0]}") from None
+        problems = str(exc).split(":", 1)[0]
+    raise ConfigurationError(f"invalid settings: {problems}")

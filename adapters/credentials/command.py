@@ -84,13 +84,22 @@ class CommandCredentialProvider(CredentialProvider):
     def _token_from(self, status: int | None, output: bytes) -> str:
         if status != 0:
             raise CredentialError(f"credential command {self._program!r} exited with status {status}")
-        try:
-            token = output.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise CredentialError(f"credential command {self._program!r} printed no UTF-8 text") from None
+        token = _utf8(output)
+        if token is None:
+            # Raised outside an ``except``: the decode error carries the output, and even
+            # ``from None`` would keep it as the ``__context__`` of ours.
+            raise CredentialError(f"credential command {self._program!r} printed no UTF-8 text")
+        token = token.strip()
         if not token:
             raise CredentialError(f"credential command {self._program!r} printed no token")
         return token
 
     def served(self) -> tuple[str, ...]:
         return self._served.snapshot()
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

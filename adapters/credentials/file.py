@@ -36,14 +36,15 @@ class FileCredentialProvider(CredentialProvider):
         try:
             # A worker thread, because even a small read may block on a slow or network file system.
             raw = await asyncio.to_thread(self._path.read_bytes)
-            text = raw.decode("utf-8")
         except OSError as exc:
             raise CredentialError(
                 f"password file {str(self._path)!r} cannot be read: {exc.strerror}"
             ) from None
-        except UnicodeDecodeError:
-            # Not chained: the decode error carries the file's bytes.
-            raise CredentialError(f"password file {str(self._path)!r} is not UTF-8 text") from None
+        text = _utf8(raw)
+        if text is None:
+            # Raised outside the ``except``: the decode error carries the file's bytes, and even
+            # ``from None`` would keep it as the ``__context__`` of ours.
+            raise CredentialError(f"password file {str(self._path)!r} is not UTF-8 text")
         secret = text.removesuffix("\n").removesuffix("\r")
         if not secret:
             raise CredentialError(f"password file {str(self._path)!r} is empty")
@@ -55,3 +56,10 @@ class FileCredentialProvider(CredentialProvider):
 
     def served(self) -> tuple[str, ...]:
         return self._served.snapshot()
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -85,7 +85,11 @@ def _load_trust(context: ssl.SSLContext, ca_file: Path | None, setting: str) -> 
     try:
         context.load_verify_locations(cafile=ca_file)
     except OSError as exc:
-        raise ConfigurationError(f"{setting}.ca_file: {str(ca_file)!r} cannot be read: {_why(exc)}") from None
+        why = _why(exc)
+    else:
+        return
+    # Raised outside the ``except`` (as below), so the library's error is not left in ``__context__``.
+    raise ConfigurationError(f"{setting}.ca_file: {str(ca_file)!r} cannot be read: {why}")
 
 
 def _load_client_certificate(context: ssl.SSLContext, options: TlsOptions, setting: str) -> None:
@@ -95,14 +99,15 @@ def _load_client_certificate(context: ssl.SSLContext, options: TlsOptions, setti
         # encrypted key. An empty answer makes it fail instead.
         context.load_cert_chain(options.cert_file or "", options.key_file, password=lambda: key_password)
     except ssl.SSLError as exc:
-        raise ConfigurationError(
+        problem = (
             f"{setting}.cert_file: {str(options.cert_file)!r} cannot be loaded with its key ({_why(exc)}); "
             f"check {setting}.key_password and that {setting}.key_file belongs to the certificate"
-        ) from None
+        )
     except OSError as exc:
-        raise ConfigurationError(
-            f"{setting}.cert_file or key_file: {str(options.cert_file)!r} cannot be read: {_why(exc)}"
-        ) from None
+        problem = f"{setting}.cert_file or key_file: {str(options.cert_file)!r} cannot be read: {_why(exc)}"
+    else:
+        return
+    raise ConfigurationError(problem)
 
 
 def _why(error: OSError) -> str:

@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -33,15 +33,28 @@ def asyncpg_url(dsn: str) -> URL:
 
     libpq's multi-host form ``postgresql://user@h1:5432,h2:5433/db``, which SQLAlchemy's URL parser
     rejects, becomes the asyncpg dialect's ``?host=h1:5432&host=h2:5433`` (a host without a port
-    gets 5432, as in libpq; IPv6 literals are not supported in this form).
+    gets 5432, as in libpq; IPv6 literals are not supported in this form). A ``password`` in the
+    query string becomes the URL's password (winning over one in the user-info part, as it would
+    as a connect argument), so that the URL and the engine show it as ``***``, never in clear.
     """
     parts = urlsplit(dsn)
+    # Split at the last "@", as the settings do: SQLAlchemy's parser would end the user-info at the
+    # first, making the rest of a password with an "@" the host name, there for all to see.
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    if "," not in hosts:
-        return make_url(dsn).set(drivername="postgresql+asyncpg")
-    listed = [host if ":" in host else f"{host}:{_DEFAULT_PORT}" for host in hosts.split(",")]
-    url = make_url(urlunsplit(parts._replace(netloc=f"{userinfo}{at}")))
-    return url.set(drivername="postgresql+asyncpg").update_query_dict({"host": listed})
+    several = "," in hosts
+    rest = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    url = make_url(f"{parts.scheme}://{'' if several else hosts}{rest}").set(drivername="postgresql+asyncpg")
+    if several:
+        listed = [host if ":" in host else f"{host}:{_DEFAULT_PORT}" for host in hosts.split(",")]
+        url = url.update_query_dict({"host": listed})
+    if at:
+        user, colon, password = userinfo.partition(":")
+        url = url.set(username=unquote(user), password=unquote(password) if colon else None)
+    given = url.query.get("password")
+    if given is not None:
+        last = given if isinstance(given, str) else given[-1]  # repeated: the last wins, as in libpq
+        url = url.difference_update_query(["password"]).set(password=last)
+    return url
 
 
 class LifetimeExpired(sa_exc.DisconnectionError):

@@ -14,10 +14,18 @@ from structlog.typing import Processor
 _MASK: Final = "***"
 # user:password@ in any URL-looking text, the shape a driver error echoing a DSN takes.
 _DSN_PASSWORD: Final = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s]+)@", re.I)
+# password=... in a query string or a libpq keyword/value DSN (quoted there if it has spaces); also
+# catches sslpassword=, key_password= and the like.
+_PARAMETER_PASSWORD: Final = re.compile(
+    r"(?P<key>password=)(?P<password>'(?:[^'\\]|\\.)*'|[^&\s#'\"]+)", re.I
+)
 
 
 class SecretScrubber:
     """A last line of defence: replace every known secret, and any DSN password, in every value.
+
+    A DSN password is ``user:password@`` in a URL, or a ``password=`` parameter (query string or
+    libpq's keyword/value form).
 
     Secrets known at start-up are given to the constructor; secrets only known later (a password
     re-read from a rotated file, a fresh token) come from sources added with :meth:`watch`, asked
@@ -44,7 +52,8 @@ class SecretScrubber:
     def _mask(text: str, secrets: list[str]) -> str:
         for secret in secrets:
             text = text.replace(secret, _MASK)
-        return _DSN_PASSWORD.sub(rf"\g<scheme>:{_MASK}@", text)
+        text = _DSN_PASSWORD.sub(rf"\g<scheme>:{_MASK}@", text)
+        return _PARAMETER_PASSWORD.sub(rf"\g<key>{_MASK}", text)
 
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]

@@ -3,7 +3,8 @@ and not one of them in anything it printed.
 
 The server speaks only TLS; the service logs in with a client certificate whose key has a
 passphrase, with a password from a file, or with a token from a command; migrations run as the
-schema owner with a password in their DSN. tests/e2e/test_cli.py covers the plain-DSN cases.
+schema owner with a password in their DSN. tests/e2e/test_cli.py covers the plain-DSN cases. Rejected
+settings carrying a secret, and a password in a DSN's query string, need no server.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 
 def _assert_no_secret(done: subprocess.CompletedProcess[str]) -> None:
-    captured = done.stdout + done.stderr
-    for secret in SECRETS:
+    # In any case: urllib lower-cases whatever it takes for a URL's scheme.
+    captured = (done.stdout + done.stderr).lower()
+    for secret in (s.lower() for s in SECRETS):
         assert secret not in captured, f"a secret leaked: {secret[:6]}..."
         assert secret[:12] not in captured
 
@@ -167,4 +169,55 @@ def test_a_failure_says_what_went_wrong_and_prints_no_secret(
     assert done.returncode != 0
     assert "alchemy-hex: error:" in done.stderr
     assert reason in done.stderr, done.stderr[-2000:]
+    _assert_no_secret(done)
+
+
+BAD_INPUT = {
+    "bad scheme": {"DATABASE_URL": f"mysql://app:{WRONG}@127.0.0.1/ledger"},
+    "a password where the scheme goes": {"DATABASE_URL": f"{WRONG}:x@127.0.0.1/ledger"},
+    "bad port": {"DATABASE_URL": f"postgresql://app:{WRONG}@127.0.0.1:port/ledger"},
+    "unbracketed IPv6 host": {"DATABASE_URL": f"postgresql://app:{WRONG}@::1:5432/ledger"},
+    "unencoded / in the password": {"DATABASE_URL": f"postgresql://app:2024/{WRONG}@127.0.0.1/ledger"},
+    "query password, bad port": {"DATABASE_URL": f"postgresql://app@127.0.0.1:x/ledger?password={WRONG}"},
+    "bad replica URL": {
+        "DATABASE_URL": "postgresql://app@127.0.0.1:1/ledger",
+        "DATABASE_REPLICA_URLS": f"postgresql://ro:{WRONG}@127.0.0.1:bad/ledger",
+    },
+    "bad migration URL": {
+        "DATABASE_URL": "postgresql://app@127.0.0.1:1/ledger",
+        "HEX_MIGRATION__URL": f"postgres://owner:{OWNER_PASSWORD}@[::1/ledger",
+    },
+    "unknown variable holding a secret": {"HEX_DATABASE__PASSWORD": WRONG},
+    "plain DSN where JSON is expected": {"HEX_DATABASE__REPLICA_URLS": f"postgresql://ro:{WRONG}@r/ledger"},
+    "TLS key passphrase with a mode too weak": {
+        "HEX_TLS__MODE": "prefer",
+        "HEX_TLS__CERT_FILE": "/c.pem",
+        "HEX_TLS__KEY_PASSWORD": KEY_PASSWORD,
+    },
+}
+
+
+@pytest.mark.parametrize("env", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_a_rejected_setting_stops_the_cli_naming_the_field_and_printing_no_secret(
+    env: dict[str, str],
+) -> None:
+    done = run_cli("migrate", env={**env, "HEX_LOGGING__LEVEL": "debug"}, timeout_s=60)
+
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "alchemy-hex: error: invalid settings:" in done.stderr
+    _assert_no_secret(done)
+
+
+def test_a_query_string_password_is_never_printed_when_the_server_is_unreachable() -> None:
+    env = {
+        "DATABASE_URL": f"postgresql://app@127.0.0.1:1/ledger?password={WRONG}",
+        "HEX_ENVIRONMENT": "test",
+        "HEX_LOGGING__LEVEL": "debug",
+        "HEX_LOGGING__FORMAT": "json",
+    }
+
+    done = run_cli("balance", "00000000-0000-0000-0000-000000000001", env=env, timeout_s=60)
+
+    assert done.returncode != 0
+    assert "database unavailable" in done.stderr, done.stderr[-2000:]
     _assert_no_secret(done)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 import structlog
 
 from adapters.structlog.logging import SecretScrubber, configure_logging
@@ -44,6 +45,23 @@ def test_known_secrets_and_dsn_passwords_are_scrubbed_everywhere() -> None:
     assert SECRET not in output
     assert "hunter22" not in output
     assert "app:***@db" in output
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("postgresql://app@db/x?password=hunter22", "postgresql://app@db/x?password=***"),
+        (
+            "postgresql+asyncpg://app@db/x?sslmode=require&password=hunter%2B22&x=1 refused",
+            "postgresql+asyncpg://app@db/x?sslmode=require&password=***&x=1 refused",
+        ),
+        ("postgresql://app:hunter22@db/x?sslpassword=hunter33", "postgresql://app:***@db/x?sslpassword=***"),
+        ("host=db password=hunter22 user=app", "host=db password=*** user=app"),
+        ("host=db password='hunter 22' user=app", "host=db password=*** user=app"),
+    ],
+)
+def test_a_password_parameter_is_scrubbed_like_a_user_info_password(text: str, scrubbed: str) -> None:
+    assert SecretScrubber().scrub(text) == scrubbed
 
 
 def test_the_scrubber_masks_the_longest_secret_first() -> None:

@@ -93,3 +93,19 @@ def test_the_settings_repr_masks_passwords() -> None:
 def test_a_masked_dsn_keeps_everything_but_the_password() -> None:
     assert mask_dsn(f"postgresql://app:{SECRET}@db:5432/ledger") == "postgresql://app:***@db:5432/ledger"
     assert mask_dsn("postgresql://app@db/ledger") == "postgresql://app@db/ledger"
+
+
+def test_a_query_string_password_is_a_secret_like_a_user_info_one() -> None:
+    encoded = SECRET.replace("-", "%2D")
+    settings = load_settings(
+        database={"url": f"postgresql://app@db/ledger?sslmode=require&password={encoded}"},
+        migration={"url": f"postgresql://owner:{SECRET}-owner@db/ledger?sslpassword=Key-{SECRET}"},
+    )
+
+    assert {SECRET, encoded, f"{SECRET}-owner", f"Key-{SECRET}"} <= set(settings.secret_values())
+    assert mask_dsn(f"postgresql://app@db/x?sslmode=require&password={encoded}&application_name=a") == (
+        "postgresql://app@db/x?sslmode=require&password=***&application_name=a"
+    )
+    assert (
+        mask_dsn(f"postgresql:///x?host=/run&password={SECRET}") == "postgresql:///x?host=/run&password=***"
+    )

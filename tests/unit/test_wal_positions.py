@@ -33,3 +33,9 @@ def test_a_multi_host_dsn_becomes_the_dialects_host_list_with_default_ports() ->
 def test_a_single_host_dsn_is_left_as_it_was_apart_from_the_driver() -> None:
     url = asyncpg_url("postgres://app@db1:6432/ledger")
     assert (url.drivername, url.host, url.port, url.query) == ("postgresql+asyncpg", "db1", 6432, {})
+
+
+def test_a_multi_host_dsn_without_user_info_is_taken_too() -> None:
+    url = asyncpg_url("postgresql://db1,db2:5433/ledger")
+    assert (url.username, url.database, url.host) == (None, "ledger", None)
+    assert url.query == {"host": ("db1:5432", "db2:5433")}
