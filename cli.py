@@ -22,7 +22,7 @@ import structlog
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.migrations import migrate
 from adapters.structlog.logging import SecretScrubber
-from app.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
+from app.ledger.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
 from container import (
     Container,
     create_container,

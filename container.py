@@ -38,12 +38,13 @@ from adapters.memory.replica_strategy import (
 )
 from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.structlog.logging import SecretScrubber, configure_logging
+from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from app.metrics import Metrics
 from app.retry import RetryPolicy
 from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
-from app.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
 from ports.credential_provider import CredentialProvider
@@ -342,9 +343,14 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
-    unit_of_work = providers.Factory(
+    # The example ledger: its repositories (the unit of work's factory builds them on each
+    # transaction) and its use cases. An adopter replaces these with their own, and nothing above.
+    repositories = providers.Object(ledger_repositories)
+
+    unit_of_work: providers.Factory[SqlAlchemyUnitOfWork[SqlAlchemyLedgerRepositories]] = providers.Factory(
         SqlAlchemyUnitOfWork,
         provider=connection_provider,
+        repositories=repositories,
         rate_limiter=rate_limiter,
         circuit_breaker=circuit_breaker,
         replica_strategy=replica_strategy,

@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from adapters.sqlalchemy.tables import metadata
+from adapters.sqlalchemy.ledger.tables import metadata
 from container import create_container
 from ports.connection_provider import Intent
 from settings import load_settings

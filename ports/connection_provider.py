@@ -15,7 +15,16 @@ class Intent(enum.StrEnum):
     """What a unit of work will do; routing follows the declared intent, never the SQL."""
 
     WRITE = "write"
+    #: A read that a replica may serve (one that has replayed the caller's causal token, if given).
     READ = "read"
+    #: A read that must see the latest committed state (an audit, a check before a write): a
+    #: ``READ ONLY`` transaction on the writer, never on a replica.
+    READ_PRIMARY = "read_primary"
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the unit runs a ``READ ONLY`` transaction."""
+        return self is not Intent.WRITE
 
 
 class Priority(enum.IntEnum):
@@ -65,6 +74,8 @@ class ReadRoute(enum.StrEnum):
     REPLICA_AFTER_WAIT = "replica_after_wait"
     #: No replica is configured: the writer is the read endpoint, not a fallback.
     WRITER = "writer"
+    #: The unit asked for the writer (``Intent.READ_PRIMARY``): it must see the latest state.
+    PRIMARY = "primary"
     #: Fallback: no replica was healthy with its circuit admitting calls.
     FALLBACK_NO_HEALTHY_REPLICA = "fallback_no_healthy_replica"
     #: Fallback: the strategy chose none (``writer_only``, or every healthy replica lagged too far).

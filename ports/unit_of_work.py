@@ -1,32 +1,56 @@
-"""The ``UnitOfWork`` port: one transaction, its repositories, and the policies around it."""
+"""The ``UnitOfWork`` port: one transaction, the repositories it hands out, and the policies around it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 
-from ports.account_repository import AccountRepository
 from ports.connection_provider import CausalToken, Intent, Priority
-from ports.transfer_repository import TransferRepository
+
+R_co = TypeVar("R_co", covariant=True)
 
 
-class UnitOfWork(Protocol):
-    """One database transaction as an async context manager.
+@dataclass(frozen=True, slots=True)
+class UnitOptions:
+    """How one unit of work runs, beyond its intent and priority; the defaults suit most calls.
+
+    ``rate_limit_key`` is the rate limiter's key (a tenant, an API client: each has its own
+    budget). ``causal_token`` makes a read unit run on a server that has replayed that write
+    (read-your-writes); ``issue_causal_token`` makes a write unit expose the writer's position once
+    committed (:attr:`UnitOfWork.causal_token`, one round trip after ``COMMIT``, only when asked).
+    """
+
+    rate_limit_key: str = "default"
+    causal_token: CausalToken | None = None
+    issue_causal_token: bool = False
+
+
+DEFAULT_OPTIONS = UnitOptions()
+
+
+class UnitOfWork(Protocol[R_co]):
+    """One database transaction as an async context manager, handing out repositories of type ``R``.
 
     Entering applies the policies (rate limiter, then the target's circuit breaker), chooses the
     target (the writer, or for a read unit a replica through the replica strategy), checks out a
-    connection and begins the transaction; a read unit's transaction is read-only at the database,
-    so a write on a read path fails with :class:`ports.errors.ReadOnlyViolationError`. Leaving
-    rolls back unless :meth:`commit` was called, and always releases the connection. Errors are
-    the contract errors of ``ports.errors``. A unit of work is used once, by one task.
+    connection, begins the transaction and builds the repositories on it (:attr:`repos`, with the
+    factory the composition root gave the unit of work's factory). A read unit's transaction is
+    read-only at the database, so a write on a read path fails with
+    :class:`ports.errors.ReadOnlyViolationError`; SQL that would end the transaction behind the
+    unit's back fails with :class:`ports.errors.TransactionControlError`. Leaving rolls back unless
+    :meth:`commit` was called, and always releases the connection. Errors are the contract errors
+    of ``ports.errors``. A unit of work is used once, by one task.
 
     Read-your-writes: a write unit asked for a causal token exposes one once committed
     (:attr:`causal_token`); a read unit given that token runs on a server that has replayed the
     write (a replica that has caught up, waiting a bounded time, else the writer).
     """
 
-    accounts: AccountRepository
-    transfers: TransferRepository
+    @property
+    def repos(self) -> R_co:
+        """The repositories, bound to this unit's transaction (valid once entered)."""
+        ...
 
     @property
     def target(self) -> str:
@@ -35,11 +59,8 @@ class UnitOfWork(Protocol):
 
     @property
     def causal_token(self) -> CausalToken | None:
-        """After a committed write unit that was asked for one, the writer's position; else ``None``.
-
-        The default suits a single server, where every read already sees every committed write.
-        """
-        return None
+        """After a committed write unit that was asked for one, the writer's position; else ``None``."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -51,7 +72,10 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     async def commit(self) -> None:
-        """Commit; raises ``CommitOutcomeUnknownError`` when the outcome cannot be known."""
+        """Commit; raises ``CommitOutcomeUnknownError`` when the outcome cannot be known.
+
+        A read unit has nothing to commit: its transaction ends with ``ROLLBACK``.
+        """
         ...
 
     async def rollback(self) -> None:
@@ -59,13 +83,13 @@ class UnitOfWork(Protocol):
         ...
 
 
-class UnitOfWorkFactory(Protocol):
-    """Makes a fresh unit of work for each use-case call; injected into the use cases."""
+class UnitOfWorkFactory(Protocol[R_co]):
+    """Makes a fresh unit of work for each use-case attempt; injected into the use cases."""
 
     def __call__(
         self,
         *,
         intent: Intent = Intent.WRITE,
         priority: Priority = Priority.NORMAL,
-        rate_limit_key: str = "default",
-    ) -> UnitOfWork: ...
+        options: UnitOptions = DEFAULT_OPTIONS,
+    ) -> UnitOfWork[R_co]: ...

@@ -8,8 +8,9 @@ from types import TracebackType
 from typing import Self
 
 from domain.ledger import Account, AccountId, Entry, Transfer
-from ports.connection_provider import Intent, Priority
-from ports.unit_of_work import UnitOfWork
+from ports.connection_provider import CausalToken, Intent, Priority
+from ports.ledger import LedgerRepositories
+from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOptions
 
 
 @dataclass
@@ -64,21 +65,37 @@ class FakeTransfers:
         return sum(e.amount for e in self._state.entries)
 
 
-class FakeUnitOfWork(UnitOfWork):
+@dataclass(frozen=True, slots=True)
+class FakeLedgerRepositories:
+    accounts: FakeAccounts
+    transfers: FakeTransfers
+
+
+class FakeUnitOfWork(UnitOfWork[LedgerRepositories]):
     """A unit of work over a :class:`LedgerState`: all-or-nothing like a transaction."""
 
-    def __init__(self, database: FakeDatabase, intent: Intent, priority: Priority) -> None:
+    def __init__(
+        self, database: FakeDatabase, intent: Intent, priority: Priority, options: UnitOptions
+    ) -> None:
         self._database = database
         self.intent = intent
         self.priority = priority
+        self.options = options
         self._working = database.state.copy()
-        self.accounts = FakeAccounts(self._working)
-        self.transfers = FakeTransfers(self._working)
+        self._repos = FakeLedgerRepositories(FakeAccounts(self._working), FakeTransfers(self._working))
         self.committed = False
+
+    @property
+    def repos(self) -> FakeLedgerRepositories:
+        return self._repos
 
     @property
     def target(self) -> str:
         return "writer"
+
+    @property
+    def causal_token(self) -> CausalToken | None:
+        return None
 
     async def __aenter__(self) -> Self:
         self._database.opened.append(self)
@@ -120,9 +137,9 @@ class FakeDatabase:
         *,
         intent: Intent = Intent.WRITE,
         priority: Priority = Priority.NORMAL,
-        rate_limit_key: str = "default",
+        options: UnitOptions = DEFAULT_OPTIONS,
     ) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self, intent, priority)
+        return FakeUnitOfWork(self, intent, priority, options)
 
 
 @dataclass

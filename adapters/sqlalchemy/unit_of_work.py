@@ -1,4 +1,10 @@
-"""``SqlAlchemyUnitOfWork``: one transaction on the writer or a replica, behind every policy port."""
+"""``SqlAlchemyUnitOfWork``: one transaction on the writer or a replica, behind every policy port.
+
+The unit of work is generic over the repositories it hands out: the composition root gives it a
+factory that builds them on a :class:`Transaction` (the unit's connection, its target and, on
+demand, an ORM ``AsyncSession`` on that same connection), so Core and ORM repositories share the
+transaction, the policies, the routing and the ``READ ONLY`` enforcement.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,15 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from adapters.asyncio.shielding import run_to_completion
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.errors import translate
-from adapters.sqlalchemy.repositories import SqlAlchemyAccountRepository, SqlAlchemyTransferRepository
 from adapters.sqlalchemy.statement_guard import UNIT_OPTION, UnitSession
 from adapters.sqlalchemy.targets import SessionChanged
 from adapters.sqlalchemy.wal import insert_position, wait_for_replay
@@ -32,28 +37,68 @@ from ports.errors import (
 )
 from ports.rate_limiter import RateLimiter
 from ports.replica_strategy import ReplicaStrategy
-from ports.unit_of_work import UnitOfWork
+from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOptions
 
 log = structlog.get_logger(__name__)
+R = TypeVar("R")
+
+
+class Transaction:
+    """What repositories are built on: one unit's connection and target, and an ORM session on demand.
+
+    The session is created at first use, bound to the unit's connection inside its transaction
+    (``join_transaction_mode="rollback_only"``: the session never commits it, the unit does), and
+    keeps loaded objects usable after the commit (``expire_on_commit=False``). The unit flushes it
+    before ``COMMIT`` and closes it on exit.
+    """
+
+    __slots__ = ("_session", "connection", "target")
+
+    def __init__(self, connection: AsyncConnection, target: str) -> None:
+        self.connection = connection
+        self.target = target
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = AsyncSession(
+                bind=self.connection, join_transaction_mode="rollback_only", expire_on_commit=False
+            )
+        return self._session
+
+    @property
+    def opened_session(self) -> AsyncSession | None:
+        """The session if a repository used one, else ``None`` (nothing to flush or close)."""
+        return self._session
+
+
+#: Builds a unit's repositories on its transaction; the composition root names the concrete ones.
+RepositoryFactory = Callable[[Transaction], R]
+
+
+def _not_open() -> HexError:
+    return HexError("the unit of work is not open; use it as 'async with uow:'")
 
 
 class _NotReplayed(Exception):
     """The chosen replica had not replayed the causal token within the wait."""
 
 
-class SqlAlchemyUnitOfWork(UnitOfWork):
-    """A transaction on an ``AsyncConnection`` from the provider, with the ledger's repositories.
+class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
+    """A transaction on an ``AsyncConnection`` from the provider, handing out the repositories it builds.
 
     A read unit chooses a replica through the strategy among those that are healthy and whose
     circuit admits the call; when the chosen one fails to open, the strategy chooses again among
     the others; when none is left, it falls back to the writer (or raises
-    ``NoHealthyReplicaError`` when ``fallback_to_writer`` is off). Read units always run
-    ``READ ONLY`` transactions, wherever they land. The provider counts each read by route.
+    ``NoHealthyReplicaError`` when ``fallback_to_writer`` is off). ``Intent.READ_PRIMARY`` reads
+    run on the writer. Read units always run ``READ ONLY`` transactions, wherever they land. The
+    provider counts each read by route.
 
-    Read-your-writes: a write unit made with ``issue_causal_token=True`` reads the writer's WAL
+    Read-your-writes: a write unit made with ``options.issue_causal_token`` reads the writer's WAL
     insert position right after COMMIT, on the same connection (one round trip, only when asked;
     read before COMMIT it would precede the commit record), and exposes it as ``causal_token``.
-    A read unit given ``causal_token`` prefers replicas known to have replayed it; else it waits
+    A read unit given ``options.causal_token`` prefers replicas known to have replayed it; else it waits
     on the chosen replica up to ``causal_wait_s`` before its transaction begins, then falls back
     to the writer.
 
@@ -65,42 +110,41 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     ``ROLLBACK``: it wrote nothing, and whatever it changed in the session is undone with it.
     """
 
-    accounts: SqlAlchemyAccountRepository
-    transfers: SqlAlchemyTransferRepository
-
     def __init__(
         self,
         *,
         provider: SqlAlchemyConnectionProvider,
+        repositories: RepositoryFactory[R],
         rate_limiter: RateLimiter,
         circuit_breaker: CircuitBreaker,
         replica_strategy: ReplicaStrategy,
         intent: Intent = Intent.WRITE,
         priority: Priority = Priority.NORMAL,
-        rate_limit_key: str = "default",
+        options: UnitOptions = DEFAULT_OPTIONS,
         fallback_to_writer: bool = True,
         isolation_level: str = "READ COMMITTED",
-        causal_token: CausalToken | None = None,
-        issue_causal_token: bool = False,
         causal_wait_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._provider = provider
+        self._repositories = repositories
         self._rate_limiter = rate_limiter
         self._breaker = circuit_breaker
         self._strategy = replica_strategy
         self._intent = intent
         self._priority = priority
-        self._rate_limit_key = rate_limit_key
+        self._rate_limit_key = options.rate_limit_key
         self._fallback_to_writer = fallback_to_writer
         self._isolation_level = isolation_level
-        self._after = causal_token
-        self._issue_token = issue_causal_token
+        self._after = options.causal_token
+        self._issue_token = options.issue_causal_token
         self._causal_wait_s = causal_wait_s
         self._clock = clock
         self._token: CausalToken | None = None
         self._stack: AsyncExitStack | None = None
         self._connection: AsyncConnection | None = None
+        self._transaction: Transaction | None = None
+        self._repos: R | None = None
         self._session = UnitSession(intent.value)
         self._target = WRITER
         self._committed = False
@@ -108,6 +152,19 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     @property
     def target(self) -> str:
         return self._target
+
+    @property
+    def repos(self) -> R:
+        if self._repos is None:
+            raise _not_open()
+        return self._repos
+
+    @property
+    def session(self) -> AsyncSession:
+        """An ORM session on the transaction's connection, created at first use (see :class:`Transaction`)."""
+        if self._transaction is None:
+            raise _not_open()
+        return self._transaction.session
 
     @property
     def connection(self) -> AsyncConnection:
@@ -129,7 +186,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         if self._intent is Intent.WRITE:
             await self._open(WRITER)
             return self
-        route = await self._open_read()
+        if self._intent is Intent.READ_PRIMARY:
+            await self._open(WRITER)
+            route = ReadRoute.PRIMARY
+        else:
+            route = await self._open_read()
         in_recovery = bool(self._connection_or_fail().info.get("in_recovery"))
         self._provider.record_read(self._target, in_recovery=in_recovery, route=route)
         return self
@@ -201,7 +262,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             if wait_for is not None:
                 await self._wait_for(connection, target, wait_for)
             options: dict[str, object] = {
-                "postgresql_readonly": self._intent is Intent.READ,
+                "postgresql_readonly": self._intent.read_only,
                 UNIT_OPTION: self._session,
             }
             if self._isolation_level != "READ COMMITTED":
@@ -214,12 +275,12 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
                 raise translate(error, target=target) from error
             raise
         self._stack, self._connection, self._target = stack, connection, target
-        self.accounts = SqlAlchemyAccountRepository(connection, target=target)
-        self.transfers = SqlAlchemyTransferRepository(connection, target=target)
+        self._transaction = Transaction(connection, target)
+        self._repos = self._repositories(self._transaction)
 
     def _connection_or_fail(self) -> AsyncConnection:
         if self._connection is None:
-            raise HexError("the unit of work is not open; use it as 'async with uow:'")
+            raise _not_open()
         return self._connection
 
     async def commit(self) -> None:
@@ -227,7 +288,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         # COMMIT must not be abandoned half-way by a cancellation: run it to its end, so the
         # connection is left in a known state and the outcome is settled one way or the other.
         # A read unit has nothing to keep: ROLLBACK also undoes any session setting it changed.
-        end = connection.rollback if self._intent is Intent.READ else connection.commit
+        end = connection.rollback if self._intent.read_only else connection.commit
+        try:
+            await self._flush()
+        except (sa_exc.DBAPIError, OSError) as exc:
+            raise translate(exc, target=self._target) from exc  # before COMMIT: nothing was applied
         try:
             await run_to_completion(end())
         except (sa_exc.DBAPIError, OSError) as exc:
@@ -240,6 +305,12 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._committed = True
         if self._issue_token:
             await self._read_token(connection)
+
+    async def _flush(self) -> None:
+        # ORM changes still pending in the session are sent before COMMIT, or they would be lost.
+        session = self._transaction.opened_session if self._transaction is not None else None
+        if session is not None and (session.new or session.dirty or session.deleted):
+            await session.flush()
 
     async def _read_token(self, connection: AsyncConnection) -> None:
         # Any position the writer reports after COMMIT returned covers the commit record. If the
@@ -267,7 +338,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         if stack is None or connection is None:
             return
         self._connection = None
+        session = self._transaction.opened_session if self._transaction is not None else None
         try:
+            if session is not None:
+                # Releases the session's hold on the connection; the transaction is the unit's to end.
+                await run_to_completion(session.close())
             if not self._committed and connection.in_transaction():
                 # Finished before the connection is released below, even when cancelled.
                 await run_to_completion(connection.rollback())

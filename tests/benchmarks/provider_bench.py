@@ -28,6 +28,7 @@ from adapters.memory.rate_limiter import TokenBucketRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
+from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
 
@@ -100,7 +101,11 @@ async def run(dsn: str) -> dict[str, Any]:
 
     async def hex_unit_of_work() -> None:
         uow = SqlAlchemyUnitOfWork(
-            provider=provider, rate_limiter=limiter, circuit_breaker=breaker, replica_strategy=strategy
+            provider=provider,
+            repositories=ledger_repositories,
+            rate_limiter=limiter,
+            circuit_breaker=breaker,
+            replica_strategy=strategy,
         )
         async with uow:
             await uow.connection.execute(SELECT_1)

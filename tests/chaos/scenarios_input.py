@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from domain import errors as domain
+from domain.ledger import errors as ledger_errors
 from ports.errors import ConfigurationError
 from settings import load_settings
 from tests.chaos.harness import (
@@ -238,17 +239,21 @@ def _hostile_calls(
     calls += [
         ("key with SQL", transfer(a, b, 1, "k'); DELETE FROM transfers; --"), None),
         ("first use of a key", transfer(a, b, 2, reused), None),
-        ("key reused for another request", transfer(a, b, 3, reused), domain.IdempotencyKeyReusedError),
-        ("huge amount", transfer(a, b, 10**30), domain.InvalidAmountError),
-        ("negative amount", transfer(a, b, -5), domain.InvalidAmountError),
-        ("zero amount", transfer(a, b, 0), domain.InvalidAmountError),
-        ("fractional amount", transfer(a, b, 1.5), domain.InvalidAmountError),
-        ("boolean amount", transfer(a, b, True), domain.InvalidAmountError),
-        ("text amount", transfer(a, b, "100"), domain.InvalidAmountError),
-        ("more than the balance", transfer(a, b, 10**14), domain.InsufficientFundsError),
-        ("same account", transfer(a, a, 1), domain.SameAccountTransferError),
+        (
+            "key reused for another request",
+            transfer(a, b, 3, reused),
+            ledger_errors.IdempotencyKeyReusedError,
+        ),
+        ("huge amount", transfer(a, b, 10**30), ledger_errors.InvalidAmountError),
+        ("negative amount", transfer(a, b, -5), ledger_errors.InvalidAmountError),
+        ("zero amount", transfer(a, b, 0), ledger_errors.InvalidAmountError),
+        ("fractional amount", transfer(a, b, 1.5), ledger_errors.InvalidAmountError),
+        ("boolean amount", transfer(a, b, True), ledger_errors.InvalidAmountError),
+        ("text amount", transfer(a, b, "100"), ledger_errors.InvalidAmountError),
+        ("more than the balance", transfer(a, b, 10**14), ledger_errors.InsufficientFundsError),
+        ("same account", transfer(a, a, 1), ledger_errors.SameAccountTransferError),
         ("account id with SQL", transfer("1 OR 1=1", b, 1), domain.InvalidArgumentError),
-        ("unknown account", transfer(a, uuid.uuid4(), 1), domain.UnknownAccountError),
+        ("unknown account", transfer(a, uuid.uuid4(), 1), ledger_errors.UnknownAccountError),
         ("oversize key", transfer(a, b, 1, "k" * 100_000), domain.InvalidArgumentError),
         ("oversize owner", open_account("o" * 100_000), domain.InvalidArgumentError),
         ("NUL in owner", open_account("nul\x00byte"), domain.InvalidArgumentError),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from adapters.memory.circuit_breaker import AlwaysClosedCircuitBreaker, InMemoryCircuitBreaker
-from domain.errors import InsufficientFundsError
+from domain.ledger.errors import InsufficientFundsError
 from ports.circuit_breaker import BreakerState, CircuitBreaker
 from ports.errors import (
     CircuitOpenError,

@@ -20,6 +20,7 @@ from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
 from adapters.memory.rate_limiter import UnlimitedRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.targets import EngineOptions, _url_and_connect_args
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
@@ -87,6 +88,7 @@ async def test_a_commit_with_no_answer_reports_an_unknown_outcome(
 ) -> None:
     uow = SqlAlchemyUnitOfWork(
         provider=provider,
+        repositories=ledger_repositories,
         rate_limiter=UnlimitedRateLimiter(),
         circuit_breaker=InMemoryCircuitBreaker(),
         replica_strategy=RoundRobinReplicaStrategy(),

@@ -13,7 +13,7 @@ import pytest
 
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.migrations import migrate
-from app.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
+from app.ledger.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
 from container import Container, create_container, start_resources, stop_resources
 from tests.support import make_settings
 

@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import text
 
 from container import Container
-from domain.errors import (
+from domain.ledger import AccountId
+from domain.ledger.errors import (
     IdempotencyKeyReusedError,
     InsufficientFundsError,
     InvalidAmountError,
     UnknownAccountError,
 )
-from domain.ledger import AccountId
 from ports.connection_provider import Intent
 from ports.errors import DataIntegrityError, ReadOnlyViolationError
 
@@ -102,7 +102,7 @@ async def test_a_write_inside_a_read_unit_of_work_fails_loudly(container: Contai
 
     with pytest.raises(ReadOnlyViolationError, match="read-only"):
         async with uow:
-            await uow.accounts.save_balance((await uow.accounts.get(account)).debited(1))  # type: ignore[union-attr]  # None would fail the test anyway
+            await uow.repos.accounts.save_balance((await uow.repos.accounts.get(account)).debited(1))  # type: ignore[union-attr]  # None would fail the test anyway
 
     assert await container.get_balance()(account) == 10
 
@@ -110,8 +110,8 @@ async def test_a_write_inside_a_read_unit_of_work_fails_loudly(container: Contai
 async def test_leaving_a_unit_of_work_without_commit_rolls_back(container: Container) -> None:
     account = await _funded_account(container, 10)
     async with container.unit_of_work() as uow:
-        locked = await uow.accounts.lock([account])
-        await uow.accounts.save_balance(locked[account].credited(5))
+        locked = await uow.repos.accounts.lock([account])
+        await uow.repos.accounts.save_balance(locked[account].credited(5))
 
     assert await container.get_balance()(account) == 10
     assert container.connection_provider().checked_out == 0
@@ -139,7 +139,7 @@ async def test_the_audit_balances_after_mixed_work(container: Container) -> None
 async def test_constraint_violations_surface_as_data_integrity_errors(container: Container) -> None:
     account = await _funded_account(container, 10)
     async with container.unit_of_work() as uow:
-        existing = await uow.accounts.get(account)
+        existing = await uow.repos.accounts.get(account)
         assert existing is not None
         with pytest.raises(DataIntegrityError, match="SQLSTATE 23"):
-            await uow.accounts.add(existing)
+            await uow.repos.accounts.add(existing)

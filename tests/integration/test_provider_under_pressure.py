@@ -81,10 +81,10 @@ async def test_a_connection_killed_mid_transaction_does_not_break_the_next_unit_
 ) -> None:
     account = await container.open_account()("survivor")
     async with container.unit_of_work() as uow:
-        pid = await uow.accounts._connection.scalar(text("SELECT pg_backend_pid()"))
+        pid = await uow.repos.accounts._connection.scalar(text("SELECT pg_backend_pid()"))
         await fetch_value(database_url, f"SELECT pg_terminate_backend({pid})")
         with pytest.raises(Exception, match="database unavailable"):
-            await uow.accounts.get(account)
+            await uow.repos.accounts.get(account)
     assert await container.get_balance()(account) == 0
     assert container.connection_provider().stats().targets[0].lost >= 1
 

@@ -49,7 +49,7 @@ async def test_reads_are_served_by_a_server_in_recovery(routed: Container) -> No
 
     uow = routed.unit_of_work(intent=Intent.READ)
     async with uow:
-        in_recovery = await uow.accounts._connection.scalar(text("SELECT pg_is_in_recovery()"))
+        in_recovery = await uow.repos.accounts._connection.scalar(text("SELECT pg_is_in_recovery()"))
     assert uow.target == "replica-1"
     assert in_recovery is True
     stats = routed.connection_provider().stats()
@@ -60,7 +60,7 @@ async def test_reads_are_served_by_a_server_in_recovery(routed: Container) -> No
 async def test_writes_go_to_the_primary(routed: Container) -> None:
     uow = routed.unit_of_work(intent=Intent.WRITE)
     async with uow:
-        in_recovery = await uow.accounts._connection.scalar(text("SELECT pg_is_in_recovery()"))
+        in_recovery = await uow.repos.accounts._connection.scalar(text("SELECT pg_is_in_recovery()"))
     assert uow.target == "writer"
     assert in_recovery is False
 
@@ -72,7 +72,7 @@ async def test_a_write_in_a_read_unit_of_work_fails_on_the_replica(routed: Conta
 
     with pytest.raises(ReadOnlyViolationError):
         async with uow:
-            await uow.accounts.add(await uow.accounts.get(account))  # type: ignore[arg-type]
+            await uow.repos.accounts.add(await uow.repos.accounts.get(account))  # type: ignore[arg-type]
 
 
 async def _routed(primary: str, replica_urls: list[str], **groups: Any) -> Container:

@@ -15,6 +15,7 @@ import pytest
 from container import Container, create_container, start_resources, stop_resources
 from domain.ledger import Account, AccountId, new_account_id
 from ports.connection_provider import CausalToken, Intent, ReadRoute
+from ports.unit_of_work import UnitOptions
 from tests.replication import Replicated, eventually, replicated_servers
 from tests.support import make_settings
 
@@ -54,23 +55,23 @@ async def _open_accounts(service: Container, count: int) -> list[AccountId]:
     ids = [new_account_id() for _ in range(count)]
     async with service.unit_of_work(intent=Intent.WRITE) as uow:
         for account_id in ids:
-            await uow.accounts.add(Account(account_id, "ryw", 0))
+            await uow.repos.accounts.add(Account(account_id, "ryw", 0))
         await uow.commit()
     assert await service.connection_provider().wait_for_replay(timeout_s=5)
     return ids
 
 
 async def _write(service: Container, account_id: AccountId, balance: int) -> CausalToken | None:
-    uow = service.unit_of_work(intent=Intent.WRITE, issue_causal_token=True)
+    uow = service.unit_of_work(intent=Intent.WRITE, options=UnitOptions(issue_causal_token=True))
     async with uow:
-        await uow.accounts.save_balance(Account(account_id, "ryw", balance))
+        await uow.repos.accounts.save_balance(Account(account_id, "ryw", balance))
         await uow.commit()
     return uow.causal_token
 
 
 async def _read(service: Container, account_id: AccountId, token: CausalToken | None) -> int:
-    async with service.unit_of_work(intent=Intent.READ, causal_token=token) as uow:
-        account = await uow.accounts.get(account_id)
+    async with service.unit_of_work(intent=Intent.READ, options=UnitOptions(causal_token=token)) as uow:
+        account = await uow.repos.accounts.get(account_id)
     assert account is not None
     return account.balance
 
@@ -121,9 +122,9 @@ async def test_a_token_the_replica_has_not_replayed_in_time_is_served_by_the_wri
         [account_id] = await _open_accounts(service, 1)
         token = await _write(service, account_id, 7)
 
-        uow = service.unit_of_work(intent=Intent.READ, causal_token=token)
+        uow = service.unit_of_work(intent=Intent.READ, options=UnitOptions(causal_token=token))
         async with uow:
-            account = await uow.accounts.get(account_id)
+            account = await uow.repos.accounts.get(account_id)
     finally:
         await stop_resources(service)
     assert uow.target == "writer"

@@ -41,9 +41,9 @@ async def _reads_until(container: Container, account: AccountId, stop: asyncio.E
         started, uow = time.monotonic(), container.unit_of_work(intent=Intent.READ)
         try:
             async with uow:
-                await uow.accounts.get(account)
+                await uow.repos.accounts.get(account)
                 await asyncio.sleep(0.002)  # reads in flight when the replica goes down
-                await uow.accounts.get(account)
+                await uow.repos.accounts.get(account)
         except Exception as error:
             done.append(Read(getattr(uow, "target", None), started, type(error).__name__))
         else:
@@ -61,7 +61,7 @@ async def test_a_replica_stopped_mid_workload_fails_only_the_reads_in_flight_on_
     account = new_account_id()
     try:
         async with container.unit_of_work() as uow:
-            await uow.accounts.add(Account(account, "reader", 0))
+            await uow.repos.accounts.add(Account(account, "reader", 0))
             await uow.commit()
         assert await provider.wait_for_replay()
         stop = asyncio.Event()

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from container import Container, create_container, start_resources, stop_resources
-from domain.errors import InsufficientFundsError
 from domain.ledger import AccountId
+from domain.ledger.errors import InsufficientFundsError
 from ports.errors import HexError
 from tests.support import make_settings
 

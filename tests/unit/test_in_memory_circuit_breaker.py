@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from adapters.memory.call_window import TIME_BUCKETS
 from adapters.memory.circuit_breaker import InMemoryCircuitBreaker, WindowKind
-from domain.errors import InvalidAmountError
+from domain.ledger.errors import InvalidAmountError
 from ports.circuit_breaker import BreakerState
 from ports.errors import (
     CircuitOpenError,

@@ -8,13 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.errors import (
-    InsufficientFundsError,
-    InvalidAmountError,
-    InvalidArgumentError,
-    SameAccountTransferError,
-)
+from domain.errors import InvalidArgumentError
 from domain.ledger import MAX_AMOUNT, Account, AccountId, parse_account_id, plan_transfer
+from domain.ledger.errors import InsufficientFundsError, InvalidAmountError, SameAccountTransferError
 
 amounts = st.integers(min_value=1, max_value=MAX_AMOUNT)
 

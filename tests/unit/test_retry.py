@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 from app.metrics import Metrics
 from app.retry import RetryPolicy, run_with_retries
 from app.retry_budget import RetryBudget, TokenRetryBudget
-from domain.errors import InsufficientFundsError
+from domain.ledger.errors import InsufficientFundsError
 from ports.errors import (
     DatabaseUnavailableError,
     PoolTimeoutError,

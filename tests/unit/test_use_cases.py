@@ -9,12 +9,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from app.metrics import Metrics
 from app.retry import RetryPolicy
 from app.retry_budget import UnlimitedRetryBudget
-from app.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
-from domain.errors import InsufficientFundsError, InvalidArgumentError, UnknownAccountError
+from domain.errors import InvalidArgumentError
 from domain.ledger import AccountId
+from domain.ledger.errors import InsufficientFundsError, UnknownAccountError
 from ports.connection_provider import Intent, Priority
 from ports.errors import CommitOutcomeUnknownError, QueryTimeoutError, TransactionConflictError
 from tests.fakes import FakeDatabase

@@ -1,4 +1,4 @@
-"""The ``TransferRepository`` port: transfers and their append-only entries."""
+"""The ledger's ``TransferRepository`` port: transfers and their append-only entries."""
 
 from __future__ import annotations
 

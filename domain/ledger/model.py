@@ -12,12 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, NewType
 
-from domain.errors import (
-    InsufficientFundsError,
-    InvalidAmountError,
-    InvalidArgumentError,
-    SameAccountTransferError,
-)
+from domain.errors import InvalidArgumentError
+from domain.ledger.errors import InsufficientFundsError, InvalidAmountError, SameAccountTransferError
 
 AccountId = NewType("AccountId", uuid.UUID)
 TransferId = NewType("TransferId", uuid.UUID)

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import Executable, func, select
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Result
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.sqlalchemy.errors import translate
-from adapters.sqlalchemy.tables import accounts, entries, transfers
+from adapters.sqlalchemy.ledger.tables import accounts, entries, transfers
+from adapters.sqlalchemy.repository import SqlAlchemyRepository
+from adapters.sqlalchemy.unit_of_work import Transaction
 from domain.ledger import Account, AccountId, Entry, EntryKind, Transfer, TransferId
-from ports.account_repository import AccountRepository
-from ports.transfer_repository import TransferRepository
-
-T = TypeVar("T")
+from ports.ledger import AccountRepository, LedgerRepositories, TransferRepository
 
 
-class _Repository:
-    def __init__(self, connection: AsyncConnection, *, target: str) -> None:
-        self._connection = connection
-        self._target = target
-
-    async def _run(self, statement: Executable) -> Result[Any]:
-        return await self._guarded(self._connection.execute(statement))
-
-    async def _guarded(self, call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except (sa_exc.DBAPIError, OSError) as exc:
-            raise translate(exc, target=self._target) from exc
-
-
-class SqlAlchemyAccountRepository(_Repository, AccountRepository):
+class SqlAlchemyAccountRepository(SqlAlchemyRepository, AccountRepository):
     """Accounts in the ``accounts`` table; locking is ``SELECT ... ORDER BY id FOR UPDATE``."""
 
     async def add(self, account: Account) -> None:
@@ -67,7 +47,7 @@ class SqlAlchemyAccountRepository(_Repository, AccountRepository):
         return int(result.scalar_one())
 
 
-class SqlAlchemyTransferRepository(_Repository, TransferRepository):
+class SqlAlchemyTransferRepository(SqlAlchemyRepository, TransferRepository):
     """Transfers keyed by a unique idempotency key, and the append-only ``entries`` table."""
 
     async def claim(self, transfer: Transfer) -> Transfer | None:
@@ -135,3 +115,19 @@ class SqlAlchemyTransferRepository(_Repository, TransferRepository):
     async def entries_total(self) -> int:
         result = await self._run(select(func.coalesce(func.sum(entries.c.amount), 0)))
         return int(result.scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class SqlAlchemyLedgerRepositories(LedgerRepositories):
+    """Both ledger repositories on one unit of work's connection."""
+
+    accounts: SqlAlchemyAccountRepository
+    transfers: SqlAlchemyTransferRepository
+
+
+def ledger_repositories(transaction: Transaction) -> SqlAlchemyLedgerRepositories:
+    """The ledger's repositories on ``transaction``: the factory the container gives the unit of work."""
+    return SqlAlchemyLedgerRepositories(
+        SqlAlchemyAccountRepository(transaction.connection, target=transaction.target),
+        SqlAlchemyTransferRepository(transaction.connection, target=transaction.target),
+    )

@@ -1,4 +1,4 @@
-"""The ``AccountRepository`` port: accounts of the ledger inside a unit of work."""
+"""The ledger's ``AccountRepository`` port: accounts inside a unit of work."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from app.use_cases import AuditLedger, Deposit, GetBalance, OpenAccount, TransferMoney
+from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, OpenAccount, TransferMoney
 from domain.errors import DomainError
 from domain.ledger import AccountId
 from ports.errors import HexError

@@ -1,0 +1,100 @@
+"""``UseCase``: the base of every use case, whatever the domain: one unit of work per attempt, retried safely.
+
+A use case is a class with a ``__call__`` that validates its arguments (before any connection is
+taken), then hands a body to :meth:`UseCase.run`. The body receives an open unit of work and uses
+its repositories (``uow.repos``); ``run`` commits a write unit once the body returns, and runs the
+body again, in a fresh unit of work, when the failure says that is safe (a transaction the server
+rolled back, a connection that could not be had), within the retry policy and the retry budget.
+Every call is timed and counted by outcome, and binds a correlation id to its log lines.
+
+Declare on the subclass what the call is: ``operation`` (its name in metrics and logs), ``intent``
+(``WRITE``; ``READ``, which a replica may serve; ``READ_PRIMARY``, which must see the latest
+state), ``idempotent`` (a repeat with the same idempotency key is harmless, so a commit whose
+outcome is unknown may be retried) and ``default_priority`` (its admission class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Generic, TypeVar
+
+from app.correlation import correlation_scope
+from app.metrics import Metrics
+from app.retry import RetryPolicy, run_with_retries
+from app.retry_budget import RetryBudget
+from ports.connection_provider import CausalToken, Intent, Priority
+from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOfWorkFactory, UnitOptions
+
+__all__ = ["UseCase"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class UseCase(Generic[R]):
+    """Runs a body in a fresh unit of work per attempt, with retries of what is safe to repeat."""
+
+    operation: ClassVar[str] = "use_case"
+    intent: ClassVar[Intent] = Intent.WRITE
+    idempotent: ClassVar[bool] = False
+    default_priority: ClassVar[Priority] = Priority.NORMAL
+
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory[R],
+        retry_policy: RetryPolicy,
+        retry_budget: RetryBudget,
+        metrics: Metrics,
+        priority: Priority | None = None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._retry_policy = retry_policy
+        self._retry_budget = retry_budget
+        self._metrics = metrics
+        # Each use case declares its admission class; a deployment may override it per instance.
+        self._priority = self.default_priority if priority is None else priority
+
+    async def run(
+        self,
+        body: Callable[[UnitOfWork[R]], Awaitable[T]],
+        *,
+        correlation_id: str | None = None,
+        options: UnitOptions = DEFAULT_OPTIONS,
+    ) -> T:
+        """The body's result, run in units of work made with ``options`` (see :class:`UnitOptions`)."""
+        result, _ = await self.run_with_token(body, correlation_id=correlation_id, options=options)
+        return result
+
+    async def run_with_token(
+        self,
+        body: Callable[[UnitOfWork[R]], Awaitable[T]],
+        *,
+        correlation_id: str | None = None,
+        options: UnitOptions = DEFAULT_OPTIONS,
+    ) -> tuple[T, CausalToken | None]:
+        """The body's result and the committed unit's causal token (``None`` unless it was asked for)."""
+        with correlation_scope(correlation_id):
+            try:
+                outcome = await run_with_retries(
+                    lambda: self._attempt(body, options),
+                    policy=self._retry_policy,
+                    budget=self._retry_budget,
+                    metrics=self._metrics,
+                    operation=self.operation,
+                    idempotent=self.idempotent,
+                )
+            except Exception as error:
+                self._metrics.count_failure(self.operation, error)
+                raise
+            self._metrics.count_success(self.operation)
+            return outcome
+
+    async def _attempt(
+        self, body: Callable[[UnitOfWork[R]], Awaitable[T]], options: UnitOptions
+    ) -> tuple[T, CausalToken | None]:
+        async with self._uow_factory(intent=self.intent, priority=self._priority, options=options) as uow:
+            result = await body(uow)
+            if self.intent is Intent.WRITE:
+                await uow.commit()
+            return result, uow.causal_token
