@@ -1,8 +1,10 @@
 """``make bench``: SELECT 1 through raw asyncpg, plain SQLAlchemy and alchemy-hex, on one server.
 
 Prints throughput and p50/p99 latency at concurrency 1, 10 and 50 with pool size 10, the ratios
-provider/engine.connect() and unit-of-work/AsyncSession, and the memory growth over 100,000
-checkouts; writes every figure to ``bench-results.json`` in the working directory.
+provider/engine.connect() and unit-of-work/AsyncSession, the same for an ORM read-modify-write
+(load one mapped object by key, change it, commit) through the unit of work's session against a
+plain ``AsyncSession``, and the memory growth over 100,000 checkouts; writes every figure to
+``bench-results.json`` in the working directory.
 """
 
 from __future__ import annotations
@@ -31,18 +33,19 @@ from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
+from tests.orm_model import Author, authors, metadata, orm_repositories
 
 POOL_SIZE = 10
 LEVELS = (1, 10, 50)
 SECONDS = float(os.environ.get("BENCH_SECONDS", "1.0"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ORM_ROWS = 1000
 SELECT_1 = text("SELECT 1")
 Op = Callable[[], Awaitable[None]]
 
 
 async def measure(op: Op, concurrency: int, seconds: float) -> dict[str, float]:
     latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
         while (start := time.perf_counter()) < deadline:
@@ -53,6 +56,7 @@ async def measure(op: Op, concurrency: int, seconds: float) -> dict[str, float]:
         await op()
     gc.collect()  # start each run with no garbage of the one before to collect
     started = time.perf_counter()
+    deadline = started + seconds  # after the warm-up, or a slow operation would get no run at all
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     quantiles = statistics.quantiles(latencies, n=100)
@@ -80,6 +84,30 @@ async def run(dsn: str) -> dict[str, Any]:
     limiter = TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6)
     breaker = InMemoryCircuitBreaker()
     strategy = RoundRobinReplicaStrategy()
+
+    await _seed_orm_rows(engine)
+    # Both ORM configurations walk the same keys in the same order.
+    keys = {"f": iter(range(10**9)), "g": iter(range(10**9))}
+
+    async def sqlalchemy_orm() -> None:
+        async with sessions() as session, session.begin():
+            author = await session.get(Author, next(keys["f"]) % ORM_ROWS + 1)
+            assert author is not None
+            author.visits += 1
+
+    async def hex_orm_unit_of_work() -> None:
+        uow = SqlAlchemyUnitOfWork(
+            provider=provider,
+            repositories=orm_repositories,
+            rate_limiter=limiter,
+            circuit_breaker=breaker,
+            replica_strategy=strategy,
+        )
+        async with uow:
+            author = await uow.repos.get(next(keys["g"]) % ORM_ROWS + 1)
+            assert author is not None
+            author.visits += 1
+            await uow.commit()
 
     async def raw() -> None:
         async with raw_pool.acquire() as connection:
@@ -117,6 +145,8 @@ async def run(dsn: str) -> dict[str, Any]:
         "c_sqlalchemy_session": sqlalchemy_session,
         "d_hex_provider": hex_provider,
         "e_hex_unit_of_work": hex_unit_of_work,
+        "f_sqlalchemy_orm_session": sqlalchemy_orm,
+        "g_hex_orm_unit_of_work": hex_orm_unit_of_work,
     }
     results: dict[str, Any] = {
         "seconds_per_run": SECONDS,
@@ -147,6 +177,13 @@ async def run(dsn: str) -> dict[str, Any]:
     await engine.dispose()
     await provider.aclose()
     return results
+
+
+async def _seed_orm_rows(engine: Any) -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.drop_all)
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(authors.insert(), [{"name": f"author-{i}"} for i in range(ORM_ROWS)])
 
 
 async def memory_growth(provider: SqlAlchemyConnectionProvider, checkouts: int = 100_000) -> dict[str, float]:
@@ -184,6 +221,8 @@ def ratios(results: dict[str, Any]) -> None:
     results["uow_vs_session_by_concurrency"] = ratio("e_hex_unit_of_work", "c_sqlalchemy_session")
     results["provider_vs_sqlalchemy"] = results["provider_vs_sqlalchemy_by_concurrency"]["geometric_mean"]
     results["uow_vs_session"] = results["uow_vs_session_by_concurrency"]["geometric_mean"]
+    results["orm_uow_vs_session_by_concurrency"] = ratio("g_hex_orm_unit_of_work", "f_sqlalchemy_orm_session")
+    results["orm_uow_vs_session"] = results["orm_uow_vs_session_by_concurrency"]["geometric_mean"]
 
 
 def report(results: dict[str, Any]) -> None:
@@ -194,7 +233,12 @@ def report(results: dict[str, Any]) -> None:
             for r in by_level.values()
         )
         print(f"{name:<24}{cells}")
-    for key, target in (("provider_vs_sqlalchemy", "d/b"), ("uow_vs_session", "e/c")):
+    comparisons = (
+        ("provider_vs_sqlalchemy", "d/b"),
+        ("uow_vs_session", "e/c"),
+        ("orm_uow_vs_session", "g/f"),
+    )
+    for key, target in comparisons:
         levels = results[f"{key}_by_concurrency"]
         detail = "  ".join(
             f"c={lvl}: {value:.3f}" for lvl, value in levels.items() if lvl != "geometric_mean"

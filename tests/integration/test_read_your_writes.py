@@ -173,3 +173,34 @@ async def _keep_writing(service: Container, account_id: AccountId) -> None:
         balance += 1
         await _write(service, account_id, balance)
         await asyncio.sleep(0.005)
+
+
+async def test_read_your_writes_through_the_use_cases_sees_every_deposit_on_the_delayed_replica(
+    service: Container,
+) -> None:
+    open_account, deposit, get_balance = service.open_account(), service.deposit(), service.get_balance()
+    account_id = await open_account("ryw-use-case")
+    assert await service.connection_provider().wait_for_replay(timeout_s=5)
+    stale_with, stale_without = 0, 0
+    for amount in range(1, 41):
+        receipt = await deposit(account_id, 1, idempotency_key=f"ryw-{amount}", issue_causal_token=True)
+        assert receipt.causal_token is not None
+        stale_with += await get_balance(account_id, after=receipt.causal_token) != 2 * amount - 1
+        plain = await deposit(account_id, 1, idempotency_key=f"plain-{amount}")
+        assert plain.causal_token is None  # not asked for: no round trip after COMMIT
+        stale_without += await get_balance(account_id) != 2 * amount
+    routes = service.connection_provider().stats().read_routes
+
+    assert stale_with == 0
+    assert stale_without > 0, "the delayed replica must make plain reads stale"
+    assert routes.get(ReadRoute.REPLICA_AFTER_WAIT, 0) + routes.get(ReadRoute.REPLICA_CAUGHT_UP, 0) >= 30
+
+
+async def test_the_audit_reads_the_latest_state_on_the_writer_as_a_read_only_unit(service: Container) -> None:
+    account_id = await service.open_account()("audited")
+    await service.deposit()(account_id, 5, idempotency_key="audit-1")
+
+    report = await service.audit_ledger()()
+
+    assert report.balanced
+    assert service.connection_provider().stats().read_routes[ReadRoute.PRIMARY] == 1
