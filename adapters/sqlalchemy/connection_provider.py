@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.asyncio.admission_gate import AdmissionGate
+from adapters.asyncio.shielding import BackgroundFinisher
 from adapters.sqlalchemy import wal, watchdog
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
@@ -66,10 +67,13 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, and every checkout is registered
     until released (leaks past ``leak_detection_threshold_s`` are logged; with ``reclaim_after_s``
     set, off by default, a connection held past it is invalidated and its holder gets
-    :class:`ConnectionReclaimedError`). Release survives cancellation. A request left without an
-    answer for ``statement_timeout_s + connect_timeout_s`` (a black hole, a frozen server) ends as
-    a lost connection: see :mod:`.watchdog`. The provider belongs to the event loop that first uses
-    it; another loop gets :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
+    :class:`ConnectionReclaimedError`). Release survives cancellation, and so does a connect: a
+    cancelled request leaves it to finish (within ``connect_timeout_s``) and be closed, its slot
+    taken until then, rather than interrupt asyncpg half-way (see ``targets.make_engine``). A
+    request left without an answer for ``statement_timeout_s + connect_timeout_s`` (a black hole,
+    a frozen server) ends as a lost connection: see :mod:`.watchdog`. The provider belongs to the
+    event loop that first uses it; another loop gets :class:`EventLoopMismatchError` rather than
+    asyncpg's obscure failure.
 
     The writer may be several hosts (``postgresql://u@h1:5432,h2:5432/db``): a new connection goes
     to the first that accepts read-write sessions, so a promoted standby is found after a failover.
@@ -185,7 +189,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
     def _make_target(self, name: str, dsn: str, extra: Mapping[str, Any]) -> Target:
         role = "writer" if name == WRITER else "replica"
-        engine = make_engine(dsn, self._options, extra, role=role)
+        capacity = self._options.pool_size + self._options.max_overflow
+        connects = BackgroundFinisher()
+        engine = make_engine(dsn, self._options, extra, role=role, connects=connects)
         pool: Any = engine.pool
 
         def describe() -> str:
@@ -195,7 +201,6 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 + (f"waiting={gate.waiting} capacity={gate.capacity}")
             )
 
-        capacity = self._options.pool_size + self._options.max_overflow
         gate = AdmissionGate(
             name=name,
             capacity=capacity,
@@ -205,7 +210,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             limit=None if self._concurrency_limit is None else self._concurrency_limit(),
             clock=self._clock,
         )
-        target = Target(name=name, role=role, engine=engine, gate=gate)
+        target = Target(name=name, role=role, engine=engine, gate=gate, connects=connects)
         instrument(target, self._options, self._clock)
         return target
 
@@ -369,6 +374,9 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         await _cancel(self._monitor)
         if self._prober is not None:
             await self._prober.aclose()
+        # A connect left behind by a cancelled caller ends within its connect timeout.
+        timeout = self._options.connect_timeout_s
+        await asyncio.gather(*(t.connects.wait(timeout) for t in self._targets.values()))
         # Disposal closes idle connections over the network; a dead server must not hold it up.
         for target in self._targets.values():
             try:
@@ -411,7 +419,9 @@ class _Lease:
         try:
             self._connection = await provider._checkout(state)
         except BaseException:
-            state.gate.release()
+            # A connect this request was cancelled in goes on to its end (see targets.make_engine)
+            # and holds a place on the server until then: so does the request's slot.
+            state.connects.call_when_done(state.gate.release)
             raise
         self._checkout = provider._registry.open(state.name)
         self._checkout.connection = self._connection

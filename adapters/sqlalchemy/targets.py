@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
 
 from adapters.asyncio.admission_gate import AdmissionGate
+from adapters.asyncio.shielding import BackgroundFinisher
 from adapters.sqlalchemy import statement_guard
 from ports.connection_provider import TargetStats
 
+# Imported by name, as in the watchdog: asyncpg ships no type information.
+_asyncpg: Any = importlib.import_module("asyncpg")
 _DEFAULT_PORT: Final = "5432"
 _NEVER: Final = float("inf")
 # A writer must accept read-write sessions: with several hosts, asyncpg tries each in turn and
@@ -77,6 +81,8 @@ class Target:
     role: str
     engine: AsyncEngine
     gate: AdmissionGate
+    #: Connects whose caller was cancelled, finishing by themselves (see :func:`make_engine`).
+    connects: BackgroundFinisher
     in_flight: int = 0
     connect_failures: int = 0
     opened: int = 0
@@ -169,9 +175,18 @@ def _url_and_connect_args(
 
 
 def make_engine(
-    dsn: str, options: EngineOptions, extra_connect_args: Mapping[str, Any], *, role: str = "replica"
+    dsn: str,
+    options: EngineOptions,
+    extra_connect_args: Mapping[str, Any],
+    *,
+    role: str = "replica",
+    connects: BackgroundFinisher,
 ) -> AsyncEngine:
+    """The target's engine; every new connection is opened through ``connects`` (see below)."""
     url, connect_args = _url_and_connect_args(dsn, options, extra_connect_args, role)
+    # The dialect calls ``async_creator_fn`` (SQLAlchemy's own hook behind ``async_creator``) with
+    # the arguments it would give ``asyncpg.connect``, URL and connect_args included.
+    connect_args["async_creator_fn"] = functools.partial(_connect_uninterrupted, connects)
     return create_async_engine(
         url,
         pool_size=options.pool_size,
@@ -184,6 +199,25 @@ def make_engine(
         pool_pre_ping=False,
         connect_args=connect_args,
     )
+
+
+async def _connect_uninterrupted(connects: BackgroundFinisher, *args: Any, **kwargs: Any) -> Any:
+    """``asyncpg.connect``, left to finish (and the connection closed) if the caller is cancelled.
+
+    asyncpg (0.32) opens its socket with a protocol whose ``on_data`` future answers the SSLRequest
+    (sslmode ``prefer`` and above, the default). Cancelled while asyncio is still setting up that
+    socket, the connect closes it, the protocol fails the future with "unexpected connection_lost()
+    call", and nobody ever awaits it: "Future exception was never retrieved", dozens in a
+    cancellation storm. Left alone, the connect ends by itself within its ``timeout`` (the
+    connect timeout), and :class:`BackgroundFinisher` retrieves whatever it ends with.
+    """
+    return await connects.run(_asyncpg.connect(*args, **kwargs), discard=_terminate)
+
+
+def _terminate(connection: Any) -> None:
+    # Fresh and idle, so an abrupt close costs the server nothing (it ends the session quietly),
+    # and needs no task of its own as a graceful one would.
+    connection.terminate()
 
 
 def probe_connector(

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import anyio
 
-from ports.connection_provider import Intent, Priority
+from ports.connection_provider import WRITER, Intent, Priority
 from ports.errors import CircuitOpenError, HexError
 from settings import Settings
 from tests.chaos.harness import (
@@ -202,8 +202,9 @@ async def _anyio_storm(service: Service, load: Load, rng: random.Random, size: i
 class _EscapedErrors:
     """Errors that reach the event loop's exception handler: a task or future nobody awaited.
 
-    A cancelled unit of work must not leave work running behind its back; when it does, its
-    failure surfaces here ("Task exception was never retrieved") rather than to any caller.
+    Whatever a cancelled unit of work leaves behind (work still running, a driver's future) must
+    end observed; when it does not, its failure surfaces here ("Task exception was never
+    retrieved", "Future exception was never retrieved") rather than to any caller.
     """
 
     def __init__(self) -> None:
@@ -251,6 +252,7 @@ async def cancellation_storm(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         problems = _pool_left_clean(service)
         late = await _transfer_promptly(service)
         writer = stats().targets[0]
+        connects_left = service.container.connection_provider()._target(WRITER).connects.detached
         leaked, seen = await leaked_while_running(admin_dsn_of(dsn), app, capacity_of(settings))
         total_before = service.total_before
     leaked += await leaked_after_shutdown(admin_dsn_of(dsn), app)
@@ -265,6 +267,8 @@ async def cancellation_storm(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         f"{seen.total} backends after (capacity {capacity_of(settings)})",
         f"pool opened {writer.opened} connections; invalidated {invalidated_asyncio} in the asyncio rounds, "
         f"{writer.lost - invalidated_asyncio} in the anyio rounds",
+        f"{connects_left} connects left to finish by cancelled requests",
+        f"{len(escaped.seen)} errors escaped to the event loop",
     ]
     if late is not None:
         problems.append(late)

@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
+from adapters.asyncio.shielding import BackgroundFinisher
 from adapters.credentials.command import CommandCredentialProvider
 from adapters.credentials.file import FileCredentialProvider
 from adapters.sqlalchemy.connect_args import TlsOptions, client_context
@@ -239,7 +240,7 @@ def test_a_query_string_password_is_masked_in_the_url_and_the_engine_and_still_r
     settings = load_settings(database={"url": dsn})
     assert SECRET in settings.secret_values()
     url = asyncpg_url(dsn)
-    engine = make_engine(dsn, engine_options, {}, role="writer")
+    engine = make_engine(dsn, engine_options, {}, role="writer", connects=BackgroundFinisher())
     shown = [str(url), repr(url), url.render_as_string(), repr(engine), str(engine.url), mask_dsn(dsn)]
 
     assert not any(SECRET[:_WINDOW] in text or SECRET[-_WINDOW:] in text for text in shown), shown
@@ -261,7 +262,7 @@ def test_a_password_with_an_at_sign_or_a_percent_is_taken_whole_and_shown_nowher
     # splitting at the first would connect to "<rest of the password>@db" and print it as the host.
     dsn = f"postgresql://app:{password}@db:5432/ledger"
     settings = load_settings(database={"url": dsn})
-    engine = make_engine(dsn, engine_options, {}, role="writer")
+    engine = make_engine(dsn, engine_options, {}, role="writer", connects=BackgroundFinisher())
 
     assert engine.url.host == "db"
     assert engine.url.password in settings.secret_values()
