@@ -39,6 +39,7 @@ from adapters.memory.replica_strategy import (
 from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
+from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, ReplicaOptions, TimeoutOptions
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.structlog.logging import SecretScrubber, configure_logging
 from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
@@ -71,31 +72,39 @@ def build_connection_provider(
     return SqlAlchemyConnectionProvider(
         writer_url=database.url.get_secret_value(),
         replica_urls=[url.get_secret_value() for url in database.replica_urls],
-        pool_size=database.pool_size,
-        max_overflow=database.max_overflow,
-        acquire_timeout_s=database.acquire_timeout_s,
-        connect_timeout_s=database.connect_timeout_s,
-        statement_timeout_s=database.statement_timeout_s,
-        idle_in_transaction_timeout_s=database.idle_in_transaction_timeout_s,
-        lock_timeout_s=database.lock_timeout_s,
-        max_lifetime_s=database.max_lifetime_s,
-        pre_ping=database.pre_ping,
-        replica_eject_s=database.replica_eject_s,
+        pool=PoolOptions(
+            pool_size=database.pool_size,
+            max_overflow=database.max_overflow,
+            max_waiting=database.max_waiting,
+            acquire_timeout_s=database.acquire_timeout_s,
+            max_lifetime_s=database.max_lifetime_s,
+            lifetime_jitter=database.lifetime_jitter,
+            pre_ping=database.pre_ping,
+            keepalive_s=database.keepalive_s,
+            idle_timeout_s=database.idle_timeout_s,
+            min_idle=database.min_idle,
+            pgbouncer=database.pgbouncer,
+        ),
+        timeouts=TimeoutOptions(
+            connect_timeout_s=database.connect_timeout_s,
+            statement_timeout_s=database.statement_timeout_s,
+            idle_in_transaction_timeout_s=database.idle_in_transaction_timeout_s,
+            lock_timeout_s=database.lock_timeout_s,
+        ),
+        replicas=ReplicaOptions(
+            eject_s=database.replica_eject_s,
+            weights=replicas.weights,
+            probe_interval_s=replicas.probe_interval_s if database.replica_urls else None,
+            probe_timeout_s=replicas.probe_timeout_s,
+        ),
+        monitor=MonitorOptions(
+            leak_detection_threshold_s=database.leak_detection_threshold_s,
+            reclaim_after_s=database.reclaim_after_s,
+            stats_log_interval_s=database.stats_log_interval_s,
+        ),
         application_name=database.application_name,
-        max_waiting=database.max_waiting,
-        lifetime_jitter=database.lifetime_jitter,
-        pgbouncer=database.pgbouncer,
-        leak_detection_threshold_s=database.leak_detection_threshold_s,
-        reclaim_after_s=database.reclaim_after_s,
-        keepalive_s=database.keepalive_s,
-        idle_timeout_s=database.idle_timeout_s,
-        min_idle=database.min_idle,
-        stats_log_interval_s=database.stats_log_interval_s,
         target_connect_args=target_connect_args,
         concurrency_limit=concurrency_limit,
-        replica_weights=replicas.weights,
-        probe_interval_s=replicas.probe_interval_s if database.replica_urls else None,
-        probe_timeout_s=replicas.probe_timeout_s,
     )
 
 
@@ -140,12 +149,11 @@ def build_migration_provider(
     credentials = service_credentials if settings.migration.url is None else None
     return SqlAlchemyConnectionProvider(
         writer_url=url.get_secret_value(),
-        pool_size=1,
-        max_overflow=0,
-        connect_timeout_s=settings.database.connect_timeout_s,
         application_name=settings.database.application_name,
-        stats_log_interval_s=None,
         target_connect_args={WRITER: connect_args(_tls_options(settings.tls), credentials=credentials)},
+        pool=PoolOptions(pool_size=1, max_overflow=0),
+        timeouts=TimeoutOptions(connect_timeout_s=settings.database.connect_timeout_s),
+        monitor=MonitorOptions(stats_log_interval_s=None),
     )
 
 

@@ -22,6 +22,7 @@ from adapters.memory.concurrency_limit import AimdConcurrencyLimit, GradientConc
 from adapters.memory.rate_limiter import SlidingWindowRateLimiter, TokenBucketRateLimiter
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
 from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import Intent
 from ports.errors import HexError
@@ -72,11 +73,9 @@ async def run_limit(
 ) -> dict[str, Any]:
     provider = SqlAlchemyConnectionProvider(
         writer_url=dsn,
-        pool_size=POOL,
-        max_overflow=0,
-        acquire_timeout_s=1.0,
         concurrency_limit=make_limit,
-        stats_log_interval_s=None,
+        pool=PoolOptions(pool_size=POOL, max_overflow=0, acquire_timeout_s=1.0),
+        monitor=MonitorOptions(stats_log_interval_s=None),
     )
     results: dict[str, Any] = {}
     try:

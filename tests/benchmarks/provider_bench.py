@@ -31,6 +31,7 @@ from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
+from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
 from tests.orm_model import Author, authors, metadata, orm_repositories
@@ -79,7 +80,9 @@ async def run(dsn: str) -> dict[str, Any]:
     engine = create_async_engine(asyncpg_url(dsn), pool_size=POOL_SIZE, max_overflow=0)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     provider = SqlAlchemyConnectionProvider(
-        writer_url=dsn, pool_size=POOL_SIZE, max_overflow=0, stats_log_interval_s=None
+        writer_url=dsn,
+        pool=PoolOptions(pool_size=POOL_SIZE, max_overflow=0),
+        monitor=MonitorOptions(stats_log_interval_s=None),
     )
     limiter = TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6)
     breaker = InMemoryCircuitBreaker()
@@ -169,7 +172,9 @@ async def run(dsn: str) -> dict[str, Any]:
             results["runs"].setdefault(name, {})[str(level)] = median
     # Memory is measured on a pool with overflow in play: 20 concurrent checkouts, 10 + 10 slots.
     overflowing = SqlAlchemyConnectionProvider(
-        writer_url=dsn, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, stats_log_interval_s=None
+        writer_url=dsn,
+        pool=PoolOptions(pool_size=POOL_SIZE, max_overflow=POOL_SIZE),
+        monitor=MonitorOptions(stats_log_interval_s=None),
     )
     results["memory"] = await memory_growth(overflowing)
     await overflowing.aclose()

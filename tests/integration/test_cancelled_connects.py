@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from adapters.sqlalchemy.provider_options import PoolOptions
 from ports.connection_provider import Intent
 from tests.support import fetch_value
 
@@ -30,7 +31,9 @@ POOL_SIZE, MAX_OVERFLOW = 2, 1
 @pytest.fixture
 async def provider(database_url: str) -> AsyncIterator[SqlAlchemyConnectionProvider]:
     built = SqlAlchemyConnectionProvider(
-        writer_url=database_url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, application_name=APP
+        writer_url=database_url,
+        application_name=APP,
+        pool=PoolOptions(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW),
     )
     yield built
     await built.aclose(timeout_s=5)

@@ -21,6 +21,7 @@ from adapters.memory.rate_limiter import UnlimitedRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
+from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, TimeoutOptions
 from adapters.sqlalchemy.targets import EngineOptions, _url_and_connect_args
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
@@ -46,12 +47,9 @@ def proxy(database_url: str) -> Iterator[FaultProxy]:
 async def provider(proxy: FaultProxy, database_url: str) -> AsyncIterator[SqlAlchemyConnectionProvider]:
     built = SqlAlchemyConnectionProvider(
         writer_url=proxy.dsn(database_url),
-        pool_size=2,
-        max_overflow=0,
-        acquire_timeout_s=2.0,
-        statement_timeout_s=STATEMENT_TIMEOUT_S,
-        connect_timeout_s=CONNECT_TIMEOUT_S,
-        stats_log_interval_s=None,
+        pool=PoolOptions(pool_size=2, max_overflow=0, acquire_timeout_s=2.0),
+        timeouts=TimeoutOptions(statement_timeout_s=STATEMENT_TIMEOUT_S, connect_timeout_s=CONNECT_TIMEOUT_S),
+        monitor=MonitorOptions(stats_log_interval_s=None),
     )
     yield built
     await built.aclose(timeout_s=5)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, TimeoutOptions
 from container import Container
 from ports.connection_provider import Intent, Priority
 from ports.errors import (
@@ -30,13 +31,10 @@ APP = "hex-pressure-test"
 async def provider(database_url: str) -> AsyncIterator[SqlAlchemyConnectionProvider]:
     built = SqlAlchemyConnectionProvider(
         writer_url=database_url,
-        pool_size=3,
-        max_overflow=1,
-        acquire_timeout_s=0.2,
-        statement_timeout_s=0.3,
         application_name=APP,
-        leak_detection_threshold_s=0.2,
-        monitor_interval_s=0.05,
+        pool=PoolOptions(pool_size=3, max_overflow=1, acquire_timeout_s=0.2),
+        timeouts=TimeoutOptions(statement_timeout_s=0.3),
+        monitor=MonitorOptions(leak_detection_threshold_s=0.2, interval_s=0.05),
     )
     yield built
     await built.aclose(timeout_s=5)
@@ -178,7 +176,9 @@ async def test_shutdown_lets_holders_finish_and_refuses_new_work(
 
 
 async def test_connections_are_replaced_after_their_lifetime(database_url: str) -> None:
-    provider = SqlAlchemyConnectionProvider(writer_url=database_url, pool_size=1, max_lifetime_s=0.1)
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url, pool=PoolOptions(pool_size=1, max_lifetime_s=0.1)
+    )
     try:
         pids = set()
         for _ in range(3):
@@ -209,7 +209,9 @@ def test_using_the_provider_from_another_event_loop_is_a_clear_error(database_ur
 
 
 async def test_an_idle_connection_killed_by_the_server_is_replaced_at_checkout(database_url: str) -> None:
-    provider = SqlAlchemyConnectionProvider(writer_url=database_url, pool_size=1, pre_ping_idle_s=0.05)
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url, pool=PoolOptions(pool_size=1, pre_ping_idle_s=0.05)
+    )
     try:
         async with provider.connection(Intent.WRITE) as connection:
             pid = await connection.scalar(text("SELECT pg_backend_pid()"))
@@ -226,7 +228,9 @@ async def test_a_connection_held_past_the_hard_limit_is_reclaimed_with_a_clear_e
     database_url: str,
 ) -> None:
     provider = SqlAlchemyConnectionProvider(
-        writer_url=database_url, pool_size=1, max_overflow=0, reclaim_after_s=0.1, monitor_interval_s=0.02
+        writer_url=database_url,
+        pool=PoolOptions(pool_size=1, max_overflow=0),
+        monitor=MonitorOptions(reclaim_after_s=0.1, interval_s=0.02),
     )
 
     async def hold_too_long() -> None:
@@ -249,11 +253,10 @@ async def test_slow_calls_make_an_adaptive_limit_lower_the_admitted_concurrency(
 
     provider = SqlAlchemyConnectionProvider(
         writer_url=database_url,
-        pool_size=8,
-        max_overflow=0,
         concurrency_limit=lambda: AimdConcurrencyLimit(
             initial_limit=8, min_limit=1, max_limit=8, backoff_ratio=0.5, slow_latency_s=0.05
         ),
+        pool=PoolOptions(pool_size=8, max_overflow=0),
     )
 
     async def slow() -> None:
@@ -269,7 +272,10 @@ async def test_slow_calls_make_an_adaptive_limit_lower_the_admitted_concurrency(
 
 async def test_keepalive_replaces_a_dead_idle_connection_before_anyone_needs_it(database_url: str) -> None:
     provider = SqlAlchemyConnectionProvider(
-        writer_url=database_url, pool_size=1, keepalive_s=0.1, monitor_interval_s=0.05, application_name=APP
+        writer_url=database_url,
+        application_name=APP,
+        pool=PoolOptions(pool_size=1, keepalive_s=0.1),
+        monitor=MonitorOptions(interval_s=0.05),
     )
     try:
         async with provider.connection(Intent.WRITE) as connection:
@@ -286,11 +292,9 @@ async def test_keepalive_replaces_a_dead_idle_connection_before_anyone_needs_it(
 async def test_the_idle_timeout_closes_server_sessions_beyond_the_minimum(database_url: str) -> None:
     provider = SqlAlchemyConnectionProvider(
         writer_url=database_url,
-        pool_size=3,
-        idle_timeout_s=0.1,
-        min_idle=1,
-        monitor_interval_s=0.05,
         application_name=APP,
+        pool=PoolOptions(pool_size=3, idle_timeout_s=0.1, min_idle=1),
+        monitor=MonitorOptions(interval_s=0.05),
     )
     try:
         holders = [provider.connection(Intent.WRITE) for _ in range(3)]
