@@ -63,12 +63,7 @@ def build_connection_provider(
     """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here."""
     if database.url is None:
         raise ConfigurationError("database.url: not set (set DATABASE_URL or HEX_DATABASE__URL)")
-    replicas = replicas or ReplicaSettings()
-    if replicas.weights and len(replicas.weights) != len(database.replica_urls):
-        raise ConfigurationError(
-            f"replicas.weights: {len(replicas.weights)} given for {len(database.replica_urls)} "
-            "database.replica_urls; give one per replica, in the same order, or none"
-        )
+    replicas = replicas or ReplicaSettings()  # their count matches the URLs': checked by the settings
     return SqlAlchemyConnectionProvider(
         writer_url=database.url.get_secret_value(),
         replica_urls=[url.get_secret_value() for url in database.replica_urls],
@@ -210,16 +205,7 @@ class ConcurrencyBounds:
 
 def concurrency_bounds(settings: Settings) -> ConcurrencyBounds:
     """The ``concurrency`` bounds: ``max_limit`` defaults to the pool's capacity, ``initial_limit`` to it."""
-    group, database = settings.concurrency, settings.database
-    max_limit = group.max_limit if group.max_limit is not None else database.pool_size + database.max_overflow
-    initial_limit = group.initial_limit if group.initial_limit is not None else max_limit
-    if not group.min_limit <= initial_limit <= max_limit:
-        raise ConfigurationError(
-            "concurrency: needs min_limit <= initial_limit <= max_limit "
-            f"(here {group.min_limit}, {initial_limit}, {max_limit}; max_limit defaults to the pool's "
-            "database.pool_size + database.max_overflow)"
-        )
-    return ConcurrencyBounds(group.min_limit, initial_limit, max_limit)
+    return ConcurrencyBounds(*settings.concurrency_bounds())
 
 
 class Container(containers.DeclarativeContainer):

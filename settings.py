@@ -397,6 +397,34 @@ class Settings(BaseSettings):
         # An unknown environment is left for the Literal field to reject with its own message.
         return data if preset is None else _deep_merge(preset, data)
 
+    @model_validator(mode="after")
+    def _check_across_groups(self) -> Settings:
+        # Checks that span groups live here too, so every configuration error comes from
+        # load_settings() at start-up, none from the container later.
+        weights, urls = self.replicas.weights, self.database.replica_urls
+        if weights and len(weights) != len(urls):
+            raise ValueError(
+                f"replicas.weights: {len(weights)} given for {len(urls)} database.replica_urls; "
+                "give one per replica, in the same order, or none"
+            )
+        self.concurrency_bounds()
+        return self
+
+    def concurrency_bounds(self) -> tuple[int, int, int]:
+        """The admission limit's ``(min, initial, max)``, the pool's capacity filling in the defaults."""
+        group, database = self.concurrency, self.database
+        max_limit = (
+            group.max_limit if group.max_limit is not None else database.pool_size + database.max_overflow
+        )
+        initial_limit = group.initial_limit if group.initial_limit is not None else max_limit
+        if not group.min_limit <= initial_limit <= max_limit:
+            raise ValueError(
+                "concurrency: needs min_limit <= initial_limit <= max_limit "
+                f"(here {group.min_limit}, {initial_limit}, {max_limit}; max_limit defaults to the pool's "
+                "database.pool_size + database.max_overflow)"
+            )
+        return group.min_limit, initial_limit, max_limit
+
     def secret_values(self) -> tuple[str, ...]:
         """Every secret configured, so a log processor can scrub it wherever it shows up.
 

@@ -141,9 +141,8 @@ def test_the_concurrency_limit_defaults_to_the_pools_capacity_and_refuses_bounds
     for _ in range(100):
         limit.on_sample(latency_s=0.001, in_flight=10, dropped=False)
     assert limit.limit == 10
-    crossed = load_settings(environment="test", database={"url": URL}, concurrency={"min_limit": 16})
-    with pytest.raises(ConfigurationError, match="concurrency"):
-        create_container(crossed).concurrency_limit()
+    with pytest.raises(ConfigurationError, match="concurrency: needs min_limit <= initial_limit"):
+        load_settings(environment="test", database={"url": URL}, concurrency={"min_limit": 16})
 
 
 async def test_every_use_case_draws_on_the_one_retry_budget_of_the_process() -> None:

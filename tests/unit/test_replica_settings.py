@@ -12,12 +12,11 @@ from settings import load_settings
 URL = "postgresql://app:pw@127.0.0.1:1/ledger"  # never connected to: engines connect lazily
 
 
-def test_weights_must_name_every_replica_or_none() -> None:
-    settings = load_settings(
-        environment="test", database={"url": URL, "replica_urls": [URL, URL]}, replicas={"weights": [1]}
-    )
+def test_weights_must_name_every_replica_or_none_and_are_refused_at_start_up() -> None:
     with pytest.raises(ConfigurationError, match=r"replicas\.weights: 1 given for 2"):
-        create_container(settings).connection_provider()
+        load_settings(
+            environment="test", database={"url": URL, "replica_urls": [URL, URL]}, replicas={"weights": [1]}
+        )
 
 
 def test_a_negative_weight_is_refused_at_start_up_naming_the_field() -> None:
