@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import text
@@ -32,7 +32,7 @@ from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
-from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
 from ports.connection_provider import Intent
 from tests.orm_model import Author, authors, metadata, orm_repositories
 
@@ -43,6 +43,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 ORM_ROWS = 1000
 SELECT_1 = text("SELECT 1")
 Op = Callable[[], Awaitable[None]]
+R = TypeVar("R")
 
 
 async def measure(op: Op, concurrency: int, seconds: float) -> dict[str, float]:
@@ -98,15 +99,17 @@ async def run(dsn: str) -> dict[str, Any]:
             assert author is not None
             author.visits += 1
 
-    async def hex_orm_unit_of_work() -> None:
-        uow = SqlAlchemyUnitOfWork(
+    def unit(repositories: Callable[[Transaction], R]) -> SqlAlchemyUnitOfWork[R]:
+        return SqlAlchemyUnitOfWork(
             provider=provider,
-            repositories=orm_repositories,
+            repositories=repositories,
             rate_limiter=limiter,
             circuit_breaker=breaker,
             replica_strategy=strategy,
         )
-        async with uow:
+
+    async def hex_orm_unit_of_work() -> None:
+        async with unit(orm_repositories) as uow:
             author = await uow.repos.get(next(keys["g"]) % ORM_ROWS + 1)
             assert author is not None
             author.visits += 1
@@ -131,14 +134,7 @@ async def run(dsn: str) -> dict[str, Any]:
                 await connection.execute(SELECT_1)
 
     async def hex_unit_of_work() -> None:
-        uow = SqlAlchemyUnitOfWork(
-            provider=provider,
-            repositories=ledger_repositories,
-            rate_limiter=limiter,
-            circuit_breaker=breaker,
-            replica_strategy=strategy,
-        )
-        async with uow:
+        async with unit(ledger_repositories) as uow:
             await uow.connection.execute(SELECT_1)
             await uow.commit()
 
