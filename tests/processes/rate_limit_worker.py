@@ -59,6 +59,9 @@ async def _run(argv: list[str]) -> dict[str, object]:
 
 
 def main() -> None:
+    from adapters.structlog.logging import configure_logging
+
+    configure_logging(output_format="console", level="info", secrets=())  # on stderr: stdout is the report
     _skew_clocks(float(sys.argv[8]))
     print(json.dumps(asyncio.run(_run(sys.argv[1:]))))
 
