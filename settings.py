@@ -140,7 +140,7 @@ class RedisSettings(_Group):
     max_connections: int = Field(default=32, ge=1, le=10_000)
     key_prefix: str = Field(default="hex:", max_length=200)
     breaker_failures: int = Field(default=3, ge=1)
-    breaker_open_s: float = Field(default=1.0, gt=0)
+    breaker_open_s: float = Field(default=0.5, gt=0)
 
     @model_validator(mode="after")
     def _tls_files_fit_the_mode(self) -> Self:

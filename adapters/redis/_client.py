@@ -52,7 +52,7 @@ class RedisOptions:
     tls_key_file: Path | None = None
     tls_key_password: str | None = None
     breaker_failures: int = 3
-    breaker_open_s: float = 1.0
+    breaker_open_s: float = 0.5
 
 
 def _tls_arguments(options: RedisOptions) -> dict[str, Any]:
@@ -106,7 +106,7 @@ class GuardedRedis:
         call_timeout_s: float = 0.02,
         breaker: CircuitBreaker | None = None,
         breaker_failures: int = 3,
-        breaker_open_s: float = 1.0,
+        breaker_open_s: float = 0.5,
     ) -> None:
         if not (0 < call_timeout_s < math.inf):
             raise ValueError(f"call_timeout_s must be a finite number > 0, got {call_timeout_s!r}")

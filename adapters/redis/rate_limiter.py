@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +54,16 @@ return {1, math.ceil(wait), now}
 FAILURE_OUTCOMES: Final = ("allowed", "refused", "fallback")
 
 
+@dataclass(slots=True, eq=False)  # identity equality: each waiter removes its own entry
+class _Waiter:
+    slot_us: int
+    gone: asyncio.Event
+
+
+def _slot_of(waiter: _Waiter) -> int:
+    return waiter.slot_us
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """One decision Redis made: whether it admitted the call, the wait, and Redis's clock then."""
@@ -75,7 +85,7 @@ class RedisGcraRateLimiter(RateLimiter):
     that does not fit is refused at once; otherwise it reserves its slot in Redis when the wait is
     at most ``max_wait_s`` and sleeps, else it is refused with ``retry_after_s`` = that wait.
     Reservations are ordered by Redis, so a call never overtakes one that reserved before it;
-    within one process, the waiters of a key also wake in the order they reserved. A cancelled
+    within one process, the waiters of a key also wake in the order of their slots. A cancelled
     waiter keeps its reservation (another instance may have reserved after it, so it cannot be
     handed back exactly); this costs at most ``max_wait_s`` of the key's budget.
 
@@ -98,7 +108,6 @@ class RedisGcraRateLimiter(RateLimiter):
         failure_mode: FailureMode = "open",
         local_fallback: RateLimiter | None = None,
         on_decision: Callable[[Decision], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not (0 < rate_per_s < math.inf):
@@ -123,11 +132,10 @@ class RedisGcraRateLimiter(RateLimiter):
         self._failure_mode = failure_mode
         self._fallback = local_fallback
         self._on_decision = on_decision
-        self._clock = clock
         self._sleep = sleep
         self._script = redis.client.register_script(_GCRA_SCRIPT)
-        # The local wake-up time of the last waiter of each key, so waiters wake in reservation order.
-        self._last_wake: dict[str, float] = {}
+        # This process's waiters of each key, by the Redis time of their slot.
+        self._waiters: dict[str, list[_Waiter]] = {}
         self._failures: Counter[str] = Counter()
         self._redis_decisions = 0
         self._failing = False
@@ -152,7 +160,7 @@ class RedisGcraRateLimiter(RateLimiter):
         if not admitted:
             raise RateLimitExceededError(key, wait_s)
         if wait_s > 0:
-            await self._wait(key, wait_s)
+            await self._wait(key, wait_s, now_us + wait_us)
 
     @property
     def failures(self) -> Mapping[str, int]:
@@ -169,15 +177,22 @@ class RedisGcraRateLimiter(RateLimiter):
         result: Awaitable[list[int]] = self._script(keys=[self._prefix + key], args=args)
         return result
 
-    async def _wait(self, key: str, wait_s: float) -> None:
-        now = self._clock()
-        wake_at = max(now + wait_s, self._last_wake.get(key, now))
-        self._last_wake[key] = wake_at
+    async def _wait(self, key: str, wait_s: float, slot_us: int) -> None:
+        # Replies come back on several connections, so their order (and the local time each wait
+        # starts from) may differ from the order of the slots Redis handed out: a waiter that
+        # wakes before an earlier slot's waiter of its key also waits for that one to go.
+        waiters = self._waiters.setdefault(key, [])
+        waiter = _Waiter(slot_us, asyncio.Event())
+        bisect.insort(waiters, waiter, key=_slot_of)
         try:
-            await self._sleep(min(wake_at - now, self._max_wait_s))
+            await self._sleep(min(wait_s, self._max_wait_s))
+            for earlier in [other for other in waiters if other.slot_us < slot_us]:
+                await earlier.gone.wait()
         finally:
-            if self._last_wake.get(key) == wake_at:
-                del self._last_wake[key]  # the last waiter of its key: keep nothing for idle keys
+            waiter.gone.set()
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[key]
 
     async def _without_redis(self, key: str, cost: float, error: Exception) -> None:
         if not self._failing:

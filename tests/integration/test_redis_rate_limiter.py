@@ -184,16 +184,20 @@ Fault = Literal["killed", "paused"]
 
 
 async def _fault(server: RedisServer, fault: Fault) -> Callable[[], Awaitable[None]]:
-    """Start the fault; the returned coroutine function ends it and returns once Redis is back."""
+    """Start the fault; the returned coroutine function ends it and returns once Redis is back.
+
+    The server is driven from a thread: its blocking waits must not stall the event loop whose
+    decisions are being timed.
+    """
     if fault == "killed":
-        server.kill()
+        await asyncio.to_thread(server.kill)
 
         async def restart() -> None:
-            server.start()
+            await asyncio.to_thread(server.start)
 
         return restart
     pause_s = 1.2
-    server.pause(pause_s)
+    await asyncio.to_thread(server.pause, pause_s)
     paused_at = time.monotonic()
 
     async def wait_out() -> None:
