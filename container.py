@@ -36,6 +36,13 @@ from adapters.memory.replica_strategy import (
     WeightedReplicaStrategy,
     WriterOnlyReplicaStrategy,
 )
+from adapters.redis import (
+    GuardedRedis,
+    RedisGcraRateLimiter,
+    RedisOptions,
+    RedisSharedCircuitBreaker,
+    create_guarded_redis,
+)
 from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
@@ -50,7 +57,16 @@ from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
 from ports.credential_provider import CredentialProvider
 from ports.errors import ConfigurationError
-from settings import CredentialSettings, DatabaseSettings, ReplicaSettings, Settings, TlsSettings
+from ports.rate_limiter import RateLimiter
+from settings import (
+    CredentialSettings,
+    DatabaseSettings,
+    RateLimiterSettings,
+    RedisSettings,
+    ReplicaSettings,
+    Settings,
+    TlsSettings,
+)
 
 
 def build_connection_provider(
@@ -152,6 +168,56 @@ def build_migration_provider(
     )
 
 
+def build_guarded_redis(group: RedisSettings) -> GuardedRedis:
+    """The policies' Redis client (nothing connects yet); the URL's password is read only here."""
+    if group.url is None:
+        raise ConfigurationError("redis.url: not set (set HEX_REDIS__URL)")
+    key_password = None if group.tls_key_password is None else group.tls_key_password.get_secret_value()
+    return create_guarded_redis(
+        RedisOptions(
+            url=group.url.get_secret_value(),
+            call_timeout_s=group.call_timeout_s,
+            connect_timeout_s=group.connect_timeout_s,
+            max_connections=group.max_connections,
+            tls_mode=group.tls_mode,
+            tls_ca_file=group.tls_ca_file,
+            tls_cert_file=group.tls_cert_file,
+            tls_key_file=group.tls_key_file,
+            tls_key_password=key_password,
+            breaker_failures=group.breaker_failures,
+            breaker_open_s=group.breaker_open_s,
+        )
+    )
+
+
+def build_redis_rate_limiter(
+    group: RateLimiterSettings, redis: GuardedRedis, key_prefix: str
+) -> RedisGcraRateLimiter:
+    """The shared GCRA limiter; with ``failure_mode=local`` its fallback holds this instance's share."""
+    fallback: RateLimiter | None = None
+    if group.failure_mode == "local":
+        fallback = TokenBucketRateLimiter(
+            rate_per_s=group.rate_per_s * group.local_share,
+            burst=max(1.0, group.burst * group.local_share),
+            max_wait_s=group.max_wait_s,
+        )
+    return RedisGcraRateLimiter(
+        redis=redis,
+        rate_per_s=group.rate_per_s,
+        burst=group.burst,
+        max_wait_s=group.max_wait_s,
+        key_prefix=key_prefix,
+        failure_mode=group.failure_mode,
+        local_fallback=fallback,
+    )
+
+
+async def _redis_lifecycle(redis: GuardedRedis | None) -> AsyncIterator[GuardedRedis | None]:
+    yield redis
+    if redis is not None:
+        await redis.aclose()
+
+
 def _credential_branches(group: Any) -> dict[str, providers.Provider[Any]]:
     """One branch per ``CredentialSettings.source``, reading the (provided) settings ``group``."""
     return {
@@ -236,6 +302,15 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    # Built only when a policy asks for Redis (None otherwise); its own Resource closes it, since a
+    # Resource inside a Selector branch would be started whatever the settings choose.
+    redis = providers.Selector(
+        providers.Callable(lambda settings: "yes" if settings.uses_redis else "no", settings),
+        yes=providers.Singleton(build_guarded_redis, settings.provided.redis),
+        no=providers.Object(None),
+    )
+    redis_lifecycle = providers.Resource(_redis_lifecycle, redis)
+
     rate_limiter = providers.Selector(
         providers.Callable(_pick("rate_limiter.implementation"), settings),
         unlimited=providers.Singleton(UnlimitedRateLimiter),
@@ -251,21 +326,41 @@ class Container(containers.DeclarativeContainer):
             window_s=settings.provided.rate_limiter.window_s,
             max_wait_s=settings.provided.rate_limiter.max_wait_s,
         ),
+        redis=providers.Singleton(
+            build_redis_rate_limiter,
+            settings.provided.rate_limiter,
+            redis,
+            settings.provided.redis.key_prefix,
+        ),
     )
 
+    local_circuit_breaker = providers.Singleton(
+        InMemoryCircuitBreaker,
+        window=settings.provided.circuit_breaker.window,
+        window_size=settings.provided.circuit_breaker.window_size,
+        minimum_calls=settings.provided.circuit_breaker.minimum_calls,
+        failure_rate_threshold=settings.provided.circuit_breaker.failure_rate_threshold,
+        slow_call_rate_threshold=settings.provided.circuit_breaker.slow_call_rate_threshold,
+        slow_call_duration_s=settings.provided.circuit_breaker.slow_call_duration_s,
+        recovery_time_s=settings.provided.circuit_breaker.recovery_time_s,
+        half_open_max_calls=settings.provided.circuit_breaker.half_open_max_calls,
+    )
     circuit_breaker = providers.Selector(
         providers.Callable(_pick("circuit_breaker.implementation"), settings),
         always_closed=providers.Singleton(AlwaysClosedCircuitBreaker),
-        in_memory=providers.Singleton(
-            InMemoryCircuitBreaker,
-            window=settings.provided.circuit_breaker.window,
-            window_size=settings.provided.circuit_breaker.window_size,
-            minimum_calls=settings.provided.circuit_breaker.minimum_calls,
-            failure_rate_threshold=settings.provided.circuit_breaker.failure_rate_threshold,
-            slow_call_rate_threshold=settings.provided.circuit_breaker.slow_call_rate_threshold,
-            slow_call_duration_s=settings.provided.circuit_breaker.slow_call_duration_s,
-            recovery_time_s=settings.provided.circuit_breaker.recovery_time_s,
-            half_open_max_calls=settings.provided.circuit_breaker.half_open_max_calls,
+        in_memory=local_circuit_breaker,
+        # Counting stays local; only the OPEN flag (and the one probe after it) is shared.
+        shared_redis=providers.Singleton(
+            RedisSharedCircuitBreaker,
+            inner=local_circuit_breaker,
+            redis=redis,
+            open_s=settings.provided.circuit_breaker.recovery_time_s,
+            key_prefix=settings.provided.redis.key_prefix,
+            quorum=settings.provided.circuit_breaker.shared_quorum,
+            quorum_window_s=settings.provided.circuit_breaker.shared_quorum_window_s,
+            refresh_interval_s=settings.provided.circuit_breaker.shared_refresh_s,
+            probe_ttl_s=settings.provided.circuit_breaker.shared_probe_ttl_s,
+            trial_calls=settings.provided.circuit_breaker.half_open_max_calls,
         ),
     )
 

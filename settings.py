@@ -141,15 +141,75 @@ class DatabaseSettings(_Group):
     application_name: str = Field(default="alchemy-hex", max_length=63)
 
 
-class RateLimiterSettings(_Group):
-    """Which rate limiter guards the database, and its budget."""
+_REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 
-    implementation: Literal["unlimited", "token_bucket", "sliding_window"] = "unlimited"
+
+def _check_redis_url(value: SecretStr) -> SecretStr:
+    try:
+        parts = urlsplit(value.get_secret_value())
+        parts.port  # noqa: B018 -- parsing the port is what validates it
+    except ValueError:
+        raise ValueError("is not a valid URL (redis://:password@host:port/db)") from None
+    if parts.scheme not in _REDIS_SCHEMES:
+        scheme = parts.scheme or "none"
+        raise ValueError(f"must use the redis://, rediss:// or unix:// scheme, not {scheme!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("must name a host")
+    return value
+
+
+#: A Redis URL kept secret: it may carry the password.
+RedisUrl = Annotated[SecretStr, AfterValidator(_check_redis_url)]
+
+
+class RedisSettings(_Group):
+    """The Redis that shares policies between instances (only when a policy asks for it).
+
+    ``url`` may carry the password (``redis://:password@host:6379/0``); ``tls_mode`` ``require``
+    encrypts, ``verify-ca`` checks the certificate against ``tls_ca_file`` (the system store when
+    unset), ``verify-full`` also the host name. Every call has ``call_timeout_s`` end to end and is
+    never retried; ``breaker_failures`` failures in a row stop calls for ``breaker_open_s``.
+    """
+
+    url: RedisUrl | None = None
+    tls_mode: Literal["disable", "require", "verify-ca", "verify-full"] = "disable"
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_key_password: SecretStr | None = None
+    call_timeout_s: float = Field(default=0.02, gt=0, le=10)
+    connect_timeout_s: float = Field(default=0.02, gt=0, le=10)
+    max_connections: int = Field(default=32, ge=1, le=10_000)
+    key_prefix: str = Field(default="hex:", max_length=200)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_open_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_files_fit_the_mode(self) -> Self:
+        if self.tls_ca_file is not None and self.tls_mode not in ("verify-ca", "verify-full"):
+            raise ValueError("tls_ca_file is only checked by tls_mode verify-ca or verify-full")
+        if (self.tls_cert_file or self.tls_key_file) and self.tls_mode == "disable":
+            raise ValueError("a client certificate needs tls_mode require, verify-ca or verify-full")
+        return self
+
+
+class RateLimiterSettings(_Group):
+    """Which rate limiter guards the database, and its budget.
+
+    ``redis`` shares the budget of each key between every instance using the same Redis and key
+    prefix; when Redis fails, ``failure_mode`` decides: ``open`` admits (counted), ``closed``
+    refuses, ``local`` falls back to an in-memory token bucket with ``local_share`` of the rate and
+    burst (set it to 1 / the number of instances).
+    """
+
+    implementation: Literal["unlimited", "token_bucket", "sliding_window", "redis"] = "unlimited"
     rate_per_s: float = Field(default=1000.0, gt=0)
     burst: float = Field(default=100.0, ge=1)
     max_wait_s: float = Field(default=0.5, ge=0)
     #: The sliding window's length: any ``window_s`` admits at most ``rate_per_s * window_s``.
     window_s: float = Field(default=1.0, gt=0)
+    failure_mode: Literal["open", "closed", "local"] = "open"
+    local_share: float = Field(default=1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _window_holds_one_call(self) -> Self:
@@ -161,7 +221,8 @@ class RateLimiterSettings(_Group):
 class CircuitBreakerSettings(_Group):
     """Which circuit breaker protects each target."""
 
-    implementation: Literal["always_closed", "in_memory"] = "in_memory"
+    #: ``shared_redis``: the ``in_memory`` breaker, plus an OPEN flag shared through Redis.
+    implementation: Literal["always_closed", "in_memory", "shared_redis"] = "in_memory"
     #: ``count``: the last ``window_size`` calls; ``time``: the calls of the last ``window_size`` seconds.
     window: Literal["count", "time"] = "count"
     window_size: int = Field(default=20, ge=1)
@@ -171,6 +232,13 @@ class CircuitBreakerSettings(_Group):
     slow_call_duration_s: float = Field(default=5.0, gt=0)
     recovery_time_s: float = Field(default=5.0, gt=0)
     half_open_max_calls: int = Field(default=1, ge=1)
+    #: ``shared_redis``: how many instances must have opened within ``shared_quorum_window_s``.
+    shared_quorum: int = Field(default=2, ge=1)
+    shared_quorum_window_s: float = Field(default=10.0, gt=0)
+    #: ``shared_redis``: how often each instance reads the flags (never on a call's path).
+    shared_refresh_s: float = Field(default=0.25, gt=0)
+    #: ``shared_redis``: how long the one prober holds its lock once the flag has expired.
+    shared_probe_ttl_s: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _minimum_fits_the_window(self) -> Self:
@@ -376,6 +444,7 @@ class Settings(BaseSettings):
     credentials: CredentialSettings = CredentialSettings()
     replica_credentials: CredentialSettings | None = None
     migration: MigrationSettings = MigrationSettings()
+    redis: RedisSettings = RedisSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -425,16 +494,33 @@ class Settings(BaseSettings):
             )
         return group.min_limit, initial_limit, max_limit
 
+    @property
+    def uses_redis(self) -> bool:
+        """Whether a policy the settings select shares its state through Redis."""
+        return self.rate_limiter.implementation == "redis" or self.circuit_breaker.implementation == (
+            "shared_redis"
+        )
+
+    @model_validator(mode="after")
+    def _redis_is_configured_when_used(self) -> Self:
+        if self.uses_redis and self.redis.url is None:
+            raise ValueError(
+                "redis.url: not set, and rate_limiter.implementation=redis or "
+                "circuit_breaker.implementation=shared_redis needs it (set HEX_REDIS__URL)"
+            )
+        return self
+
     def secret_values(self) -> tuple[str, ...]:
         """Every secret configured, so a log processor can scrub it wherever it shows up.
 
         Secrets read later (a password file, a token) are not known here; the credential
         providers report those themselves.
         """
-        urls = [self.database.url, *self.database.replica_urls, self.migration.url]
+        urls = [self.database.url, *self.database.replica_urls, self.migration.url, self.redis.url]
         # A DSN holds its passwords percent-encoded; a driver message may echo either form.
         passwords = [_dsn_passwords(url.get_secret_value()) for url in urls if url is not None]
         tls = [group.key_password for group in (self.tls, self.replica_tls) if group is not None]
+        tls.append(self.redis.tls_key_password)
         static = [group.password for group in (self.credentials, self.replica_credentials) if group]
         others = [secret.get_secret_value() for secret in (*tls, *static) if secret is not None]
         return tuple(sorted({*others, *(p for found in passwords for p in found)} - {""}))

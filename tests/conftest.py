@@ -11,6 +11,7 @@ import pytest
 
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from container import Container, create_container, start_resources, stop_resources
+from tests.redis_support import RedisServer, redis_server
 from tests.support import (
     create_database,
     drop_database,
@@ -74,3 +75,17 @@ def _wait_for_replay(replica_dsn: str, timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the replica did not replay the migrations in time")
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def shared_redis() -> Iterator[RedisServer]:
+    """A throwaway redis-server for the session's tests that neither stop nor pause it."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A throwaway redis-server of this test's own, to kill, restart or pause."""
+    with redis_server() as server:
+        yield server

@@ -3,8 +3,10 @@
 Prints throughput and p50/p99 latency at concurrency 1, 10 and 50 with pool size 10, the ratios
 provider/engine.connect() and unit-of-work/AsyncSession, the same for an ORM read-modify-write
 (load one mapped object by key, change it, commit) through the unit of work's session against a
-plain ``AsyncSession``, and the memory growth over 100,000 checkouts; writes every figure to
-``bench-results.json`` in the working directory.
+plain ``AsyncSession`` (g/f), the unit of work with the Redis rate limiter instead of the in-memory
+one (h/e), the decision latency of both limiters, and the memory growth over 100,000 checkouts;
+writes every figure to ``bench-results.json`` in the working directory. PostgreSQL and Redis are
+throwaway servers on loopback unless ``BENCH_DATABASE_URL`` / ``BENCH_REDIS_URL`` name others.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
 from adapters.memory.rate_limiter import TokenBucketRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
 from adapters.postgres.cluster import PostgresCluster, find_binaries
+from adapters.redis import RedisGcraRateLimiter, RedisOptions, create_guarded_redis
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
 from ports.connection_provider import Intent
+from ports.rate_limiter import RateLimiter
 from tests.orm_model import Author, authors, metadata, orm_repositories
+from tests.redis_support import RedisServer
 
 POOL_SIZE = 10
 LEVELS = (1, 10, 50)
@@ -76,7 +81,7 @@ def rss_kib() -> int:
     return 0
 
 
-async def run(dsn: str) -> dict[str, Any]:
+async def run(dsn: str, redis_url: str) -> dict[str, Any]:
     raw_pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
     engine = create_async_engine(asyncpg_url(dsn), pool_size=POOL_SIZE, max_overflow=0)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -88,6 +93,9 @@ async def run(dsn: str) -> dict[str, Any]:
     limiter = TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6)
     breaker = InMemoryCircuitBreaker()
     strategy = RoundRobinReplicaStrategy()
+    # The production defaults: a 20 ms call deadline, no retries; a budget no call exhausts.
+    redis = create_guarded_redis(RedisOptions(url=redis_url))
+    redis_limiter = RedisGcraRateLimiter(redis=redis, rate_per_s=1e9, burst=1e6, key_prefix="bench:")
 
     await _seed_orm_rows(engine)
     # Both ORM configurations walk the same keys in the same order.
@@ -99,17 +107,17 @@ async def run(dsn: str) -> dict[str, Any]:
             assert author is not None
             author.visits += 1
 
-    def unit(repositories: Callable[[Transaction], R]) -> SqlAlchemyUnitOfWork[R]:
+    def unit(repositories: Callable[[Transaction], R], rate_limiter: RateLimiter) -> SqlAlchemyUnitOfWork[R]:
         return SqlAlchemyUnitOfWork(
             provider=provider,
             repositories=repositories,
-            rate_limiter=limiter,
+            rate_limiter=rate_limiter,
             circuit_breaker=breaker,
             replica_strategy=strategy,
         )
 
     async def hex_orm_unit_of_work() -> None:
-        async with unit(orm_repositories) as uow:
+        async with unit(orm_repositories, limiter) as uow:
             author = await uow.repos.get(next(keys["g"]) % ORM_ROWS + 1)
             assert author is not None
             author.visits += 1
@@ -133,10 +141,16 @@ async def run(dsn: str) -> dict[str, Any]:
             async with provider.connection(Intent.WRITE) as connection:
                 await connection.execute(SELECT_1)
 
-    async def hex_unit_of_work() -> None:
-        async with unit(ledger_repositories) as uow:
+    async def unit_of_work_with(rate_limiter: RateLimiter) -> None:
+        async with unit(ledger_repositories, rate_limiter) as uow:
             await uow.connection.execute(SELECT_1)
             await uow.commit()
+
+    async def hex_unit_of_work() -> None:
+        await unit_of_work_with(limiter)
+
+    async def hex_unit_of_work_redis_limiter() -> None:
+        await unit_of_work_with(redis_limiter)
 
     ops: dict[str, Op] = {
         "a_raw_asyncpg_pool": raw,
@@ -146,6 +160,7 @@ async def run(dsn: str) -> dict[str, Any]:
         "e_hex_unit_of_work": hex_unit_of_work,
         "f_sqlalchemy_orm_session": sqlalchemy_orm,
         "g_hex_orm_unit_of_work": hex_orm_unit_of_work,
+        "h_hex_unit_of_work_redis_limiter": hex_unit_of_work_redis_limiter,
     }
     results: dict[str, Any] = {
         "seconds_per_run": SECONDS,
@@ -166,6 +181,13 @@ async def run(dsn: str) -> dict[str, Any]:
         for name, measured in rounds.items():
             median = sorted(measured, key=lambda r: r["ops_per_s"])[len(measured) // 2]
             results["runs"].setdefault(name, {})[str(level)] = median
+    # Decisions the failure mode made (Redis slower than the call timeout, or its breaker open)
+    # are not Redis decisions: how many there were is part of each figure.
+    results["redis_limiter_uow_decisions"] = _decision_counts(redis_limiter, {})
+    before = _decision_counts(redis_limiter, {})
+    results["limiter_decisions"] = await limiter_decisions(limiter, redis_limiter)
+    results["redis_limiter_acquire_decisions"] = _decision_counts(redis_limiter, before)
+    await redis.aclose()
     # Memory is measured on a pool with overflow in play: 20 concurrent checkouts, 10 + 10 slots.
     overflowing = SqlAlchemyConnectionProvider(
         writer_url=dsn,
@@ -185,6 +207,25 @@ async def _seed_orm_rows(engine: Any) -> None:
         await connection.run_sync(metadata.drop_all)
         await connection.run_sync(metadata.create_all)
         await connection.execute(authors.insert(), [{"name": f"author-{i}"} for i in range(ORM_ROWS)])
+
+
+def _decision_counts(limiter: RedisGcraRateLimiter, since: dict[str, int]) -> dict[str, int]:
+    counts = {"by_redis": limiter.redis_decisions, "without_redis": sum(limiter.failures.values())}
+    return {name: value - since.get(name, 0) for name, value in counts.items()}
+
+
+async def limiter_decisions(memory: RateLimiter, redis: RateLimiter) -> dict[str, dict[str, Any]]:
+    """One ``acquire`` of each limiter alone, at concurrency 1 and 10, in interleaved rounds (median)."""
+    ops: dict[str, Op] = {"in_memory_token_bucket": memory.acquire, "redis_gcra": redis.acquire}
+    figures: dict[str, dict[str, Any]] = {name: {} for name in ops}
+    for level in (1, 10):
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ops}
+        for round_number in range(ROUNDS):
+            for name in list(ops)[:: 1 if round_number % 2 == 0 else -1]:
+                rounds[name].append(await measure(ops[name], level, SECONDS))
+        for name, measured in rounds.items():
+            figures[name][str(level)] = sorted(measured, key=lambda r: r["ops_per_s"])[len(measured) // 2]
+    return figures
 
 
 async def memory_growth(provider: SqlAlchemyConnectionProvider, checkouts: int = 100_000) -> dict[str, float]:
@@ -224,6 +265,10 @@ def ratios(results: dict[str, Any]) -> None:
     results["uow_vs_session"] = results["uow_vs_session_by_concurrency"]["geometric_mean"]
     results["orm_uow_vs_session_by_concurrency"] = ratio("g_hex_orm_unit_of_work", "f_sqlalchemy_orm_session")
     results["orm_uow_vs_session"] = results["orm_uow_vs_session_by_concurrency"]["geometric_mean"]
+    results["redis_limiter_uow_vs_uow_by_concurrency"] = ratio(
+        "h_hex_unit_of_work_redis_limiter", "e_hex_unit_of_work"
+    )
+    results["redis_limiter_uow_vs_uow"] = results["redis_limiter_uow_vs_uow_by_concurrency"]["geometric_mean"]
 
 
 def report(results: dict[str, Any]) -> None:
@@ -246,6 +291,19 @@ def report(results: dict[str, Any]) -> None:
         )
         verdict = "meets" if results[key] >= 0.95 else "MISSES"
         print(f"{key} ({target}) = {results[key]:.3f} (geometric mean; {detail}) {verdict} the 0.95 target")
+    levels = results["redis_limiter_uow_vs_uow_by_concurrency"]
+    detail = "  ".join(f"c={lvl}: {value:.3f}" for lvl, value in levels.items() if lvl != "geometric_mean")
+    print(f"redis_limiter_uow_vs_uow (h/e) = {results['redis_limiter_uow_vs_uow']:.3f} ({detail})")
+    print("limiter decision (acquire alone):")
+    for name, by_level in results["limiter_decisions"].items():
+        cells = "".join(
+            f"  c={lvl}: p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms" for lvl, r in by_level.items()
+        )
+        print(f"  {name:<24}{cells}")
+    for part in ("uow", "acquire"):
+        counts = results[f"redis_limiter_{part}_decisions"]
+        by_redis, without = counts["by_redis"], counts["without_redis"]
+        print(f"redis limiter, {part} runs: {by_redis} decisions by Redis, {without} without")
     memory = results["memory"]
     print(f"memory: {memory['growth_kib']} KiB resident growth over {memory['checkouts']} checkouts")
 
@@ -259,9 +317,18 @@ def server() -> Iterator[str]:
         yield cluster.dsn()
 
 
+@contextmanager
+def redis_server() -> Iterator[str]:
+    if url := os.environ.get("BENCH_REDIS_URL"):
+        yield url
+        return
+    with RedisServer() as redis:
+        yield redis.url()
+
+
 def main() -> None:
-    with server() as dsn:
-        results = asyncio.run(run(dsn))
+    with server() as dsn, redis_server() as redis_url:
+        results = asyncio.run(run(dsn, redis_url))
     ratios(results)
     report(results)
     Path("bench-results.json").write_text(json.dumps(results, indent=2))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from adapters.memory.circuit_breaker import AlwaysClosedCircuitBreaker, InMemoryCircuitBreaker
+from adapters.redis import RedisOptions, RedisSharedCircuitBreaker, create_guarded_redis
 from domain.ledger.errors import InsufficientFundsError
 from ports.circuit_breaker import BreakerState, CircuitBreaker
 from ports.errors import (
@@ -40,6 +41,16 @@ ADAPTERS: dict[str, BreakerFactory] = {
     ),
     "in_memory_time_window": lambda clock: InMemoryCircuitBreaker(
         window="time", window_size=10, minimum_calls=5, failure_rate_threshold=0.2, clock=clock
+    ),
+    # Outside an event loop the shared signal never starts (no refresher, no Redis call), so this is
+    # the wrapper's own path around the local breaker; tests/integration/test_redis_circuit_state.py
+    # runs the signal itself on a real Redis.
+    "redis_shared_without_a_loop": lambda clock: RedisSharedCircuitBreaker(
+        inner=InMemoryCircuitBreaker(window_size=4, minimum_calls=4, recovery_time_s=1.0, clock=clock),
+        redis=create_guarded_redis(RedisOptions(url="redis://127.0.0.1:1/0")),
+        open_s=1.0,
+        quorum=1,
+        clock=clock,
     ),
 }
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adapters.postgres.cluster import PostgresCluster
+from tests.redis_support import RedisServer
 from tests.support import run_cli
 from tests.tls_support import Pki, make_pki, tls_cluster
 
@@ -26,7 +27,8 @@ KEY_PASSWORD = "Heron-Basalt-2290-passphrase"
 FILE_PASSWORD = "Lynx-Garnet-8803-mounted"
 TOKEN = "Otter-Jade-5561-token"
 WRONG = "Viper-Slate-3318-wrong"
-SECRETS = (OWNER_PASSWORD, KEY_PASSWORD, FILE_PASSWORD, TOKEN, WRONG)
+REDIS_PASSWORD = "Puffin-Quartz-6672-redis"
+SECRETS = (OWNER_PASSWORD, KEY_PASSWORD, FILE_PASSWORD, TOKEN, WRONG, REDIS_PASSWORD)
 CERT_ROLE = "cert_app"
 
 
@@ -220,4 +222,47 @@ def test_a_query_string_password_is_never_printed_when_the_server_is_unreachable
 
     assert done.returncode != 0
     assert "database unavailable" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def redis_with_password() -> Iterator[RedisServer]:
+    with RedisServer(password=REDIS_PASSWORD) as server:
+        yield server
+
+
+@pytest.mark.parametrize("password", [REDIS_PASSWORD, WRONG], ids=["right password", "wrong password"])
+def test_the_redis_password_is_never_printed_whether_redis_lets_the_service_in_or_not(
+    setup: Setup, redis_with_password: RedisServer, password: str
+) -> None:
+    env = setup.env(
+        "file_app",
+        HEX_CREDENTIALS__SOURCE="file",
+        HEX_CREDENTIALS__PASSWORD_FILE=str(setup.password_file),
+        HEX_RATE_LIMITER__IMPLEMENTATION="redis",
+        HEX_CIRCUIT_BREAKER__IMPLEMENTATION="shared_redis",
+        HEX_REDIS__URL=f"redis://:{password}@127.0.0.1:{redis_with_password.port}/0",
+        HEX_REDIS__CALL_TIMEOUT_S="1",
+        HEX_REDIS__CONNECT_TIMEOUT_S="1",
+    )
+
+    done = run_cli("open-account", "secret keeper", env=env)
+
+    # Refused by Redis, the limiter fails open: the service still works, and says so in its log.
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "account_id" in done.stdout
+    assert ("rate_limiter.redis_unavailable" in done.stderr) is (password == WRONG)
+    _assert_no_secret(done)
+
+
+def test_a_bad_redis_url_names_the_setting_and_not_the_password(setup: Setup) -> None:
+    env = setup.env(
+        "file_app",
+        HEX_RATE_LIMITER__IMPLEMENTATION="redis",
+        HEX_REDIS__URL=f"http://:{REDIS_PASSWORD}@127.0.0.1:1/0",
+    )
+
+    done = run_cli("open-account", "secret keeper", env=env)
+
+    assert done.returncode == 2
+    assert "redis.url" in done.stderr
     _assert_no_secret(done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from dependency_injector import providers
@@ -26,6 +27,7 @@ from adapters.memory.replica_strategy import (
     WeightedReplicaStrategy,
     WriterOnlyReplicaStrategy,
 )
+from adapters.redis import GuardedRedis, RedisGcraRateLimiter, RedisSharedCircuitBreaker
 from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
 from container import create_container, start_resources, stop_resources
 from ports.concurrency_limit import ConcurrencyLimit
@@ -36,6 +38,9 @@ from tests.fakes import FakeDatabase
 URL = "postgresql://app:pw@127.0.0.1:1/ledger"  # never connected to: engines connect lazily
 # With the default credentials source ("dsn") there is no password provider: the DSN carries it.
 NONE_WHEN_THE_DSN_HAS_THE_PASSWORD = {"writer_credentials", "replica_credentials"}
+# Without a policy that asks for Redis there is no Redis client (and nothing to close).
+NONE_WITHOUT_REDIS = {"redis", "redis_lifecycle"}
+REDIS_URL = "redis://:redis-pw@127.0.0.1:1/0"  # never connected to either: redis-py connects lazily
 CHOICES = list(
     itertools.product(
         ("dev", "test", "prod"),
@@ -74,7 +79,8 @@ async def test_every_provider_resolves_for_every_preset_and_choice(
     try:
         for name, provider in container.providers.items():
             resolved = provider()
-            assert resolved is not None or name in NONE_WHEN_THE_DSN_HAS_THE_PASSWORD, name
+            may_be_none = NONE_WHEN_THE_DSN_HAS_THE_PASSWORD | NONE_WITHOUT_REDIS
+            assert resolved is not None or name in may_be_none, name
             if name == "migration_provider":
                 await resolved.aclose()
         expected_limiter: dict[str, type[object]] = {
@@ -113,6 +119,53 @@ async def test_every_provider_resolves_for_every_preset_and_choice(
         assert container.unit_of_work() is not container.unit_of_work()
     finally:
         await stop_resources(container)
+
+
+@pytest.mark.parametrize("environment", ["dev", "test", "prod"])
+@pytest.mark.parametrize(("limiter", "breaker"), [("redis", "in_memory"), ("token_bucket", "shared_redis")])
+@pytest.mark.parametrize("failure_mode", ["open", "closed", "local"])
+async def test_the_redis_policies_resolve_on_one_client_that_shutdown_closes(
+    environment: str, limiter: str, breaker: str, failure_mode: str
+) -> None:
+    settings = load_settings(
+        environment=environment,
+        database={"url": URL},
+        redis={"url": REDIS_URL},
+        rate_limiter={"implementation": limiter, "failure_mode": failure_mode},
+        circuit_breaker={"implementation": breaker},
+    )
+    container = create_container(settings)
+    await start_resources(container)
+    try:
+        for name, provider in container.providers.items():
+            resolved = provider()
+            assert resolved is not None or name in NONE_WHEN_THE_DSN_HAS_THE_PASSWORD, name
+            if name == "migration_provider":
+                await resolved.aclose()
+        redis = container.redis()
+        assert isinstance(redis, GuardedRedis)
+        lifecycle: Any = container.redis_lifecycle()  # an async Resource resolves to an awaitable
+        assert redis is await lifecycle
+        if limiter == "redis":
+            assert isinstance(container.rate_limiter(), RedisGcraRateLimiter)
+        else:
+            shared = container.circuit_breaker()
+            assert isinstance(shared, RedisSharedCircuitBreaker)
+            assert shared._inner is container.local_circuit_breaker()
+    finally:
+        await stop_resources(container)
+    assert redis.client.connection_pool._in_use_connections == set()
+
+
+def test_a_redis_policy_without_a_redis_url_fails_in_load_settings_naming_the_setting() -> None:
+    needing_redis = [
+        {"rate_limiter": {"implementation": "redis"}},
+        {"circuit_breaker": {"implementation": "shared_redis"}},
+    ]
+    for groups in needing_redis:
+        with pytest.raises(ConfigurationError, match=r"redis\.url") as raised:
+            load_settings(environment="test", database={"url": URL}, **groups)
+        assert "HEX_REDIS__URL" in str(raised.value)
 
 
 def test_a_missing_writer_url_fails_at_start_up_naming_the_setting() -> None:

@@ -58,6 +58,9 @@ def test_environment_variables_set_tls_for_the_writer_and_override_it_for_replic
             "replica_credentials: Value error, source 'command'",
         ),
         ({"migration": {"url": f"mysql://owner:{SECRET}@db/x"}}, "migration.url"),
+        ({"redis": {"url": f"http://:{SECRET}@cache:6379/0"}}, "redis.url"),
+        ({"redis": {"url": f"redis://:{SECRET}@cache:port/0"}}, "redis.url"),
+        ({"redis": {"url": "redis://cache", "tls_ca_file": "/ca.pem"}}, "redis"),
     ],
 )
 def test_an_inconsistent_security_setting_names_its_group(overrides: dict[str, object], problem: str) -> None:
@@ -85,5 +88,21 @@ def test_every_configured_secret_is_known_for_scrubbing_and_none_is_in_the_repr(
     secrets = set(settings.secret_values())
     assert {SECRET, "Pass@word-Unit-77", "Owner-Secret-99", KEY_SECRET, KEY_SECRET + "-r"} <= secrets
     assert "Static-Secret-55" in secrets
+    dumped = repr(settings) + str(settings.model_dump())
+    assert not any(secret in dumped for secret in secrets)
+
+
+def test_the_redis_password_and_key_passphrase_are_known_for_scrubbing_and_not_in_the_repr() -> None:
+    settings = load_settings(
+        redis={
+            "url": "rediss://svc:Redis-Secret%2F42@cache:6380/0",
+            "tls_mode": "verify-full",
+            "tls_cert_file": "/c.pem",
+            "tls_key_password": "Redis-Key-Secret-7",
+        },
+        rate_limiter={"implementation": "redis"},
+    )
+    secrets = set(settings.secret_values())
+    assert {"Redis-Secret%2F42", "Redis-Secret/42", "Redis-Key-Secret-7"} <= secrets
     dumped = repr(settings) + str(settings.model_dump())
     assert not any(secret in dumped for secret in secrets)
