@@ -1,14 +1,30 @@
-"""Recording test doubles of the ports, for fast unit tests of the use cases."""
+"""Recording test doubles of the ports, for fast unit tests of the use cases.
+
+The fake unit of work behaves like ``SqlAlchemyUnitOfWork`` wherever a use case could tell the
+difference, and ``tests/contract/test_unit_of_work_contract.py`` runs both through one suite: it
+is used once, inside ``async with``; leaving without ``commit()`` drops its writes; a read unit
+refuses writes (and ``lock``, a ``SELECT ... FOR UPDATE``) with ``ReadOnlyViolationError``; the
+repositories refuse what the schema refuses (duplicate ids, negative balances, unknown accounts
+or transfers) with ``DataIntegrityError``; and, as in PostgreSQL, a failed statement aborts the
+transaction. Where the fake is deliberately stricter than the real unit it says so.
+
+Not modelled: concurrency. A unit works on a copy of the state taken when it is entered and its
+commit replaces the whole state, so two interleaved write units lose one's writes; the use-case
+tests run one unit at a time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
 from domain.ledger import Account, AccountId, Entry, Transfer
-from ports.connection_provider import CausalToken, Intent, Priority
+from ports.connection_provider import WRITER, CausalToken, Intent, Priority
+from ports.errors import CommitOutcomeUnknownError, DataIntegrityError, HexError, ReadOnlyViolationError
 from ports.ledger import LedgerRepositories
 from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOptions
 
@@ -24,45 +40,115 @@ class LedgerState:
     def copy(self) -> LedgerState:
         return LedgerState(dict(self.accounts), dict(self.transfers), list(self.entries))
 
+    def replace_with(self, other: LedgerState) -> None:
+        """Take ``other``'s contents in place, so that repositories holding this state see them."""
+        self.accounts, self.transfers, self.entries = (
+            dict(other.accounts),
+            dict(other.transfers),
+            list(other.entries),
+        )
+
+
+def _refused(constraint: str, detail: str) -> DataIntegrityError:
+    return DataIntegrityError(f"constraint violated on {WRITER}: {detail} ({constraint})")
+
+
+class FakeTransaction:
+    """One fake unit's transaction: a private copy of the state, read-only or not, aborted by a failure."""
+
+    def __init__(self, state: LedgerState, *, read_only: bool) -> None:
+        self.state = state
+        self.read_only = read_only
+        self.open = True
+        #: A statement failed: like PostgreSQL, every later statement fails until the unit ends.
+        self.aborted = False
+
+    @contextmanager
+    def statement(self, *, writes: bool) -> Iterator[LedgerState]:
+        """The state for one statement; any contract error it raises aborts the transaction."""
+        if not self.open:
+            raise HexError("the unit of work is not open; use it as 'async with uow:'")
+        if self.aborted:
+            raise HexError("current transaction is aborted, commands ignored until end of transaction block")
+        try:
+            if writes and self.read_only:
+                raise ReadOnlyViolationError(f"write attempted in a read-only unit of work on {WRITER}")
+            yield self.state
+        except HexError:
+            self.aborted = True
+            raise
+
+
+def _check_balance(account: Account) -> None:
+    if account.balance < 0:
+        raise _refused("accounts_balance_non_negative", f"balance {account.balance} of {account.id}")
+
 
 class FakeAccounts:
-    def __init__(self, state: LedgerState) -> None:
-        self._state = state
+    def __init__(self, transaction: FakeTransaction) -> None:
+        self._transaction = transaction
 
     async def add(self, account: Account) -> None:
-        self._state.accounts[account.id] = account
+        with self._transaction.statement(writes=True) as state:
+            if account.id in state.accounts:
+                raise _refused("accounts_pkey", f"account {account.id} exists")
+            _check_balance(account)
+            state.accounts[account.id] = account
 
     async def get(self, account_id: AccountId) -> Account | None:
-        return self._state.accounts.get(account_id)
+        with self._transaction.statement(writes=False) as state:
+            return state.accounts.get(account_id)
 
     async def lock(self, account_ids: Sequence[AccountId]) -> dict[AccountId, Account]:
-        return {i: self._state.accounts[i] for i in account_ids if i in self._state.accounts}
+        # SELECT ... FOR UPDATE: PostgreSQL refuses it in a read-only transaction.
+        with self._transaction.statement(writes=True) as state:
+            return {i: state.accounts[i] for i in sorted(set(account_ids)) if i in state.accounts}
 
     async def save_balance(self, account: Account) -> None:
-        self._state.accounts[account.id] = account
+        with self._transaction.statement(writes=True) as state:
+            stored = state.accounts.get(account.id)
+            if stored is not None:  # an UPDATE of no row changes nothing
+                _check_balance(account)
+                state.accounts[account.id] = replace(stored, balance=account.balance)
 
     async def total_balance(self) -> int:
-        return sum(a.balance for a in self._state.accounts.values())
+        with self._transaction.statement(writes=False) as state:
+            return sum(a.balance for a in state.accounts.values())
 
 
 class FakeTransfers:
-    def __init__(self, state: LedgerState) -> None:
-        self._state = state
+    def __init__(self, transaction: FakeTransaction) -> None:
+        self._transaction = transaction
 
     async def claim(self, transfer: Transfer) -> Transfer | None:
-        existing = self._state.transfers.get(transfer.idempotency_key)
-        if existing is None:
-            self._state.transfers[transfer.idempotency_key] = transfer
-        return existing
+        with self._transaction.statement(writes=True) as state:
+            existing = state.transfers.get(transfer.idempotency_key)
+            if existing is not None:
+                return existing
+            for account_id in (transfer.source, transfer.destination):
+                if account_id is not None and account_id not in state.accounts:
+                    raise _refused("transfers_account_fkey", f"no account {account_id}")
+            if transfer.amount <= 0:
+                raise _refused("transfers_amount_positive", f"amount {transfer.amount}")
+            if any(t.id == transfer.id for t in state.transfers.values()):
+                raise _refused("transfers_pkey", f"transfer {transfer.id} exists")
+            state.transfers[transfer.idempotency_key] = transfer
+            return None
 
     async def add_entries(self, transfer: Transfer) -> None:
-        self._state.entries.extend(transfer.entries())
+        with self._transaction.statement(writes=True) as state:
+            if not any(t.id == transfer.id for t in state.transfers.values()):
+                raise _refused("entries_transfer_id_fkey", f"no transfer {transfer.id}")
+            now = datetime.now(UTC)
+            state.entries.extend(replace(entry, created_at=now) for entry in transfer.entries())
 
     async def entries_for(self, account_id: AccountId, *, limit: int) -> list[Entry]:
-        return [e for e in reversed(self._state.entries) if e.account_id == account_id][:limit]
+        with self._transaction.statement(writes=False) as state:
+            return [e for e in reversed(state.entries) if e.account_id == account_id][:limit]
 
     async def entries_total(self) -> int:
-        return sum(e.amount for e in self._state.entries)
+        with self._transaction.statement(writes=False) as state:
+            return sum(e.amount for e in state.entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +157,17 @@ class FakeLedgerRepositories:
     transfers: FakeTransfers
 
 
+def _not_open() -> HexError:
+    return HexError("the unit of work is not open; use it as 'async with uow:'")
+
+
 class FakeUnitOfWork(UnitOfWork[LedgerRepositories]):
-    """A unit of work over a :class:`LedgerState`: all-or-nothing like a transaction."""
+    """A unit of work over a :class:`LedgerState`: all-or-nothing like a transaction, used once.
+
+    Stricter than ``SqlAlchemyUnitOfWork`` in one place: after a failed statement ``commit()``
+    raises, where PostgreSQL answers ``COMMIT`` with a silent ``ROLLBACK`` (the contract suite
+    records that gap as a strict xfail).
+    """
 
     def __init__(
         self, database: FakeDatabase, intent: Intent, priority: Priority, options: UnitOptions
@@ -81,56 +176,88 @@ class FakeUnitOfWork(UnitOfWork[LedgerRepositories]):
         self.intent = intent
         self.priority = priority
         self.options = options
-        self._working = database.state.copy()
-        self._repos = FakeLedgerRepositories(FakeAccounts(self._working), FakeTransfers(self._working))
+        self._transaction: FakeTransaction | None = None
+        self._repos: FakeLedgerRepositories | None = None
+        self._used = False
+        self._token: CausalToken | None = None
         self.committed = False
 
     @property
     def repos(self) -> FakeLedgerRepositories:
+        if self._repos is None:
+            raise _not_open()
         return self._repos
 
     @property
     def target(self) -> str:
-        return "writer"
+        return WRITER
 
     @property
     def causal_token(self) -> CausalToken | None:
-        return None
+        return self._token
 
     async def __aenter__(self) -> Self:
+        if self._used:
+            raise HexError("a unit of work is used once; make a new one for each transaction")
+        self._used = True
         self._database.opened.append(self)
+        self._transaction = FakeTransaction(self._database.state.copy(), read_only=self.intent.read_only)
+        self._repos = FakeLedgerRepositories(
+            FakeAccounts(self._transaction), FakeTransfers(self._transaction)
+        )
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        return None
+        # Uncommitted writes go with the private copy; the repositories refuse to run from now on.
+        if self._transaction is not None:
+            self._transaction.open = False
+        self._transaction = None
+
+    def _open_transaction(self) -> FakeTransaction:
+        if self._transaction is None:
+            raise _not_open()
+        return self._transaction
 
     async def commit(self) -> None:
+        transaction = self._open_transaction()
+        if self.intent.read_only:
+            self.committed = True  # a read unit's transaction ends with ROLLBACK: nothing to keep
+            return
+        if transaction.aborted:
+            raise HexError("a statement of this unit failed; its transaction was rolled back, not committed")
         if self._database.fail_commits:
             error = self._database.fail_commits.pop(0)
-            if (
-                error.__class__.__name__ == "CommitOutcomeUnknownError"
-                and self._database.apply_before_failing
-            ):
-                self._database.state = self._working
+            if isinstance(error, CommitOutcomeUnknownError) and self._database.apply_before_failing:
+                self._database.state = transaction.state.copy()
             raise error
-        self._database.state = self._working
+        self._database.state = transaction.state.copy()
         self.committed = True
+        if self.options.issue_causal_token:
+            self._database.position += 1
+            self._token = CausalToken(self._database.position)
 
     async def rollback(self) -> None:
-        self._working = self._database.state.copy()
+        transaction = self._open_transaction()
+        transaction.state.replace_with(self._database.state)
+        transaction.aborted = False
 
 
 @dataclass
 class FakeDatabase:
-    """A unit-of-work factory that records every unit it made; commits can be made to fail."""
+    """A unit-of-work factory that records every unit it made; commits can be made to fail.
+
+    ``fail_commits`` are raised by the next commits, one each; with ``apply_before_failing`` a
+    ``CommitOutcomeUnknownError`` among them applies the unit's writes first (the commit record
+    reached the server, the answer did not). ``position`` is the last causal token issued.
+    """
 
     state: LedgerState = field(default_factory=LedgerState)
     opened: list[FakeUnitOfWork] = field(default_factory=list)
     fail_commits: list[Exception] = field(default_factory=list)
     apply_before_failing: bool = False
-    on_open: Callable[[FakeUnitOfWork], None] | None = None
+    position: int = 0
 
     def __call__(
         self,

@@ -1,0 +1,61 @@
+"""The lending library's fixtures: a database of its own on the replicated primary, and its service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from container import Container, start_resources, stop_resources
+from ports.connection_provider import Intent
+from tests.replication import wait_until_replayed
+from tests.second_domain.tables import metadata
+from tests.second_domain.wiring import Lending, lending_container, lending_use_cases
+from tests.support import create_database, drop_database, make_settings, with_database
+
+#: Enough connections for the concurrent loans to contend on the database, not in the pool.
+POOL_SIZE = 12
+
+
+async def _create_tables(dsn: str) -> None:
+    provider = SqlAlchemyConnectionProvider(writer_url=dsn)
+    try:
+        async with provider.connection(Intent.WRITE) as connection:
+            await connection.run_sync(metadata.create_all)
+            await connection.commit()
+    finally:
+        await provider.aclose()
+
+
+@pytest.fixture(scope="session")
+def lending_database(replicated: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """DSNs of the lending database on the primary and on its streaming replica, tables created."""
+    primary, replica = replicated
+    dsn = create_database(primary, prefix="lending")
+    name = urlsplit(dsn).path.lstrip("/")
+    try:
+        asyncio.run(_create_tables(dsn))
+        wait_until_replayed(replica, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", 1)
+        replica_dsn = with_database(replica, name)
+        wait_until_replayed(replica_dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'loans'", 1)
+        yield dsn, replica_dsn
+    finally:
+        drop_database(primary, dsn)
+
+
+@pytest.fixture
+async def library(lending_database: tuple[str, str]) -> AsyncIterator[Container]:
+    """The kernel's container on the lending database: writes on the primary, reads on the replica."""
+    primary, replica = lending_database
+    container = lending_container(make_settings(primary, [replica], database={"pool_size": POOL_SIZE}))
+    await start_resources(container)
+    yield container
+    await stop_resources(container)
+
+
+@pytest.fixture
+def lending(library: Container) -> Lending:
+    return lending_use_cases(library)
