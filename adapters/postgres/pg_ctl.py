@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Final, Literal
 
 from adapters.postgres import files
-from adapters.postgres.binaries import ClusterError, PgBinaries, ServerUser, run_tool, tail
+from adapters.postgres.binaries import PgBinaries, ServerUser, run_tool, tail
+from adapters.postgres.errors import ClusterError
 from adapters.postgres.processes import kill_postmaster, live_postmaster
 
 StopMode = Literal["smart", "fast", "immediate"]

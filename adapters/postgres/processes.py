@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from adapters.postgres.binaries import ClusterError
+from adapters.postgres.errors import ClusterError
 
 _PROC: Final = Path("/proc")
 _PID_FILE: Final = "postmaster.pid"

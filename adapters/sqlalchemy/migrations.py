@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Final
 
@@ -18,13 +19,31 @@ from ports.connection_provider import WRITER, Intent
 
 #: Arbitrary but fixed: every instance of the service must agree on it.
 MIGRATION_LOCK_KEY: Final = 0x68657821  # "hex!"
-PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
+#: The installed name of the repository's top-level ``alembic/`` folder (see pyproject.toml).
+SCRIPTS_PACKAGE: Final = "_alchemy_hex_migrations"
 
 
-def alembic_config(root: Path = PROJECT_ROOT) -> Config:
-    """The project's Alembic configuration (scripts in ``alembic/`` beside ``alembic.ini``)."""
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "alembic"))
+def script_location() -> Path:
+    """The directory of the Alembic scripts (``env.py``, ``versions/``), found as package data.
+
+    The lookup goes through ``versions``, a regular package: the scripts' own directory is a
+    namespace package, whose resources Python 3.11 cannot open in an editable install.
+    """
+    versions = importlib.resources.files(f"{SCRIPTS_PACKAGE}.versions")
+    # Alembic loads the scripts by file name, so they must be files on disk (no zipped install).
+    if not isinstance(versions, Path):
+        raise RuntimeError(f"the migration scripts are not files on disk: {versions!r}")
+    return versions.parent
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration the service runs with; it needs no ``alembic.ini``.
+
+    The repository's ``alembic.ini`` is for the ``alembic`` command in a checkout (``alembic
+    revision``); it names the same scripts and no other setting that a migration uses.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
     return config
 
 
