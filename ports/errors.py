@@ -99,6 +99,14 @@ class ReadOnlyViolationError(HexError):
     """A write was attempted inside a read-only unit of work."""
 
 
+class TransactionAbortedError(HexError):
+    """A statement of the unit failed, so PostgreSQL aborted its transaction: ``commit()`` applies nothing.
+
+    Raised by ``commit()`` instead of letting the server turn the COMMIT into a silent ROLLBACK;
+    a unit that must go on after a failing statement runs that statement in a savepoint.
+    """
+
+
 class TransactionControlError(HexError):
     """A unit of work refused SQL that would end or change its transaction (``COMMIT``, ``SET TRANSACTION``).
 

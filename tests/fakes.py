@@ -24,7 +24,13 @@ from typing import Self
 
 from domain.ledger import Account, AccountId, Entry, Transfer
 from ports.connection_provider import WRITER, CausalToken, Intent, Priority
-from ports.errors import CommitOutcomeUnknownError, DataIntegrityError, HexError, ReadOnlyViolationError
+from ports.errors import (
+    CommitOutcomeUnknownError,
+    DataIntegrityError,
+    HexError,
+    ReadOnlyViolationError,
+    TransactionAbortedError,
+)
 from ports.ledger import LedgerRepositories
 from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOptions
 
@@ -164,9 +170,8 @@ def _not_open() -> HexError:
 class FakeUnitOfWork(UnitOfWork[LedgerRepositories]):
     """A unit of work over a :class:`LedgerState`: all-or-nothing like a transaction, used once.
 
-    Stricter than ``SqlAlchemyUnitOfWork`` in one place: after a failed statement ``commit()``
-    raises, where PostgreSQL answers ``COMMIT`` with a silent ``ROLLBACK`` (the contract suite
-    records that gap as a strict xfail).
+    Like ``SqlAlchemyUnitOfWork``, ``commit()`` after a failed statement raises
+    ``TransactionAbortedError`` (PostgreSQL itself would answer ``COMMIT`` with a silent ``ROLLBACK``).
     """
 
     def __init__(
@@ -226,7 +231,7 @@ class FakeUnitOfWork(UnitOfWork[LedgerRepositories]):
             self.committed = True  # a read unit's transaction ends with ROLLBACK: nothing to keep
             return
         if transaction.aborted:
-            raise HexError("a statement of this unit failed; its transaction was rolled back, not committed")
+            raise TransactionAbortedError("a statement of this unit failed, so nothing was committed")
         if self._database.fail_commits:
             error = self._database.fail_commits.pop(0)
             if isinstance(error, CommitOutcomeUnknownError) and self._database.apply_before_failing:

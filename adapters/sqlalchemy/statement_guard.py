@@ -21,7 +21,7 @@ import re
 from typing import Any, Final
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, ExecutionContext
+from sqlalchemy.engine import Connection, ExceptionContext, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ports.errors import TransactionControlError
@@ -65,12 +65,15 @@ class Verdict(enum.Enum):
 class UnitSession:
     """What the guard learned about one unit's connection while the unit ran."""
 
-    __slots__ = ("dirty", "kind")
+    __slots__ = ("dirty", "failed", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         #: A statement changed the session: the connection must not serve another unit.
         self.dirty = False
+        #: A statement failed on the server and no savepoint was rolled back to since: the
+        #: transaction is aborted, and PostgreSQL would answer COMMIT with a silent ROLLBACK.
+        self.failed = False
 
 
 def _leading_words(statement: str, count: int = 3) -> list[str]:
@@ -134,7 +137,7 @@ def install(engine: AsyncEngine) -> None:
         context: ExecutionContext | None,
         _executemany: bool,
     ) -> None:
-        unit = context.execution_options.get(UNIT_OPTION) if context is not None else None
+        unit = _unit_of(context)
         if unit is None:
             return  # not a unit of work: migrations, probes, the provider's own statements
         verdict = classify(statement)
@@ -146,4 +149,23 @@ def install(engine: AsyncEngine) -> None:
         if verdict is Verdict.DISCARD_SESSION:
             unit.dirty = True
 
+    def handle_error(context: ExceptionContext) -> None:
+        unit = _unit_of(context.execution_context)
+        # Only errors from the server or the driver: a statement the guard refused was never sent.
+        if unit is not None and context.sqlalchemy_exception is not None:
+            unit.failed = True
+
+    def rollback_savepoint(conn: Connection, _name: str, _context: None) -> None:
+        # Rolling back to a savepoint revives an aborted transaction; if that fails, handle_error
+        # marks the unit failed again.
+        unit = conn.get_execution_options().get(UNIT_OPTION)
+        if unit is not None:
+            unit.failed = False
+
     event.listen(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
+    event.listen(engine.sync_engine, "handle_error", handle_error)
+    event.listen(engine.sync_engine, "rollback_savepoint", rollback_savepoint)
+
+
+def _unit_of(context: ExecutionContext | None) -> UnitSession | None:
+    return context.execution_options.get(UNIT_OPTION) if context is not None else None

@@ -34,6 +34,7 @@ from ports.errors import (
     InfrastructureError,
     NoHealthyReplicaError,
     SaturationError,
+    TransactionAbortedError,
 )
 from ports.rate_limiter import RateLimiter
 from ports.replica_strategy import ReplicaStrategy
@@ -293,6 +294,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
             await self._flush()
         except (sa_exc.DBAPIError, OSError) as exc:
             raise translate(exc, target=self._target) from exc  # before COMMIT: nothing was applied
+        if self._session.failed:
+            raise TransactionAbortedError(
+                f"a statement of this unit of work failed on {self._target!r}, so PostgreSQL aborted its "
+                "transaction and nothing was committed"
+            )
         try:
             await run_to_completion(end())
         except (sa_exc.DBAPIError, OSError) as exc:
