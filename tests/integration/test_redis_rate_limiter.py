@@ -224,6 +224,7 @@ async def test_redis_trouble_under_load_never_stalls_a_decision_or_fails_a_servi
     )
     container = create_container(settings)
     await start_resources(container)
+    load, running = Load(), None
     try:
         account = await container.open_account()("load")
         limiter = container.rate_limiter()
@@ -233,13 +234,16 @@ async def test_redis_trouble_under_load_never_stalls_a_decision_or_fails_a_servi
         for _ in range(20):
             await asyncio.gather(*(limiter.acquire("warm-up") for _ in range(8)))
         baseline = dict(limiter.failures)
-        load = Load()
         with capture_logs() as logs:
             running = asyncio.create_task(_run_load(container, account, limiter, load))
             await asyncio.sleep(0.3)
             healthy = limiter.redis_decisions
+            # Before the fault Redis decides: a loaded machine may push a rare call past the 20 ms
+            # deadline (decided by the failure mode, as it should), but never more than a few.
+            early = sum(limiter.failures.values()) - sum(baseline.values())
             assert healthy > 0
-            assert limiter.failures == baseline
+            assert early <= max(healthy // 50, 2), (early, healthy)
+            baseline = dict(limiter.failures)
             end_fault = await _fault(own_redis, fault)
             await asyncio.sleep(1.0)
             failed_over = {name: limiter.failures[name] - baseline[name] for name in baseline}
@@ -249,9 +253,10 @@ async def test_redis_trouble_under_load_never_stalls_a_decision_or_fails_a_servi
                 lambda: limiter.redis_decisions > decided + 10, RESUME_WITHIN_S + 1
             )
             await asyncio.sleep(0.2)
-            load.stop.set()
-            await running
     finally:
+        load.stop.set()  # also when an assertion failed: no load left running on closed clients
+        if running is not None:
+            await running
         await stop_resources(container)
     p99_s = statistics.quantiles(load.decisions_s, n=100)[98]
     # The p99 is the bound; the longest single decision is printed, not asserted: one
