@@ -18,10 +18,9 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, ExceptionContext, ExecutionContext
+from sqlalchemy.dialects.postgresql.asyncpg import PGExecutionContext_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ports.errors import TransactionControlError
@@ -127,45 +126,49 @@ def _classify_setting(head: str, rest: list[str]) -> Verdict:
 
 
 def install(engine: AsyncEngine) -> None:
-    """Check every statement sent by a unit of work on ``engine``'s connections."""
+    """Check every statement sent by a unit of work on ``engine``'s connections.
 
-    def before_cursor_execute(
-        _conn: Connection,
-        _cursor: Any,
-        statement: str,
-        _parameters: Any,
-        context: ExecutionContext | None,
-        _executemany: bool,
-    ) -> None:
-        unit = _unit_of(context)
-        if unit is None:
-            return  # not a unit of work: migrations, probes, the provider's own statements
-        verdict = classify(statement)
-        if verdict is Verdict.REFUSE:
-            raise TransactionControlError(
-                f"{unit.kind} unit of work refused a statement that would end or change its "
-                f"transaction: {' '.join(_leading_words(statement)).upper()}; use the unit's commit()"
-            )
-        if verdict is Verdict.DISCARD_SESSION:
-            unit.dirty = True
+    Through the dialect's execution context rather than engine events: one listener of any kind
+    puts every statement of the engine on SQLAlchemy's slower event path (about 120,000 more
+    instructions per checkout, measured with callgrind), while ``pre_exec`` is called anyway.
+    """
+    engine.dialect.execution_ctx_cls = UnitGuardedContext
 
-    def handle_error(context: ExceptionContext) -> None:
-        unit = _unit_of(context.execution_context)
-        # Only errors from the server or the driver: a statement the guard refused was never sent.
-        if unit is not None and context.sqlalchemy_exception is not None:
-            unit.failed = True
 
-    def rollback_savepoint(conn: Connection, _name: str, _context: None) -> None:
-        # Rolling back to a savepoint revives an aborted transaction; if that fails, handle_error
-        # marks the unit failed again.
-        unit = conn.get_execution_options().get(UNIT_OPTION)
+def _check(unit: UnitSession, statement: str) -> None:
+    verdict = classify(statement)
+    if verdict is Verdict.REFUSE:
+        raise TransactionControlError(
+            f"{unit.kind} unit of work refused a statement that would end or change its "
+            f"transaction: {' '.join(_leading_words(statement)).upper()}; use the unit's commit()"
+        )
+    if verdict is Verdict.DISCARD_SESSION:
+        unit.dirty = True
+
+
+class UnitGuardedContext(PGExecutionContext_asyncpg):
+    """The asyncpg dialect's execution context, with the guard on the statements of units of work.
+
+    Statements outside a unit (migrations, probes, the provider's own) pass untouched.
+    """
+
+    def pre_exec(self) -> None:
+        super().pre_exec()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
+        unit = self.execution_options.get(UNIT_OPTION)
         if unit is not None:
+            _check(unit, self.statement)
+
+    def post_exec(self) -> None:
+        super().post_exec()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
+        unit = self.execution_options.get(UNIT_OPTION)
+        # Rolling back to a savepoint revives an aborted transaction (if it fails, the failure
+        # marks the unit again below).
+        if unit is not None and unit.failed and _leading_words(self.statement, 2) == ["rollback", "to"]:
             unit.failed = False
 
-    event.listen(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
-    event.listen(engine.sync_engine, "handle_error", handle_error)
-    event.listen(engine.sync_engine, "rollback_savepoint", rollback_savepoint)
-
-
-def _unit_of(context: ExecutionContext | None) -> UnitSession | None:
-    return context.execution_options.get(UNIT_OPTION) if context is not None else None
+    def handle_dbapi_exception(self, e: BaseException) -> None:
+        super().handle_dbapi_exception(e)  # type: ignore[no-untyped-call]  # untyped dialect
+        # Only errors from the server or the driver come here: a refused statement was never sent.
+        unit = self.execution_options.get(UNIT_OPTION)
+        if unit is not None:
+            unit.failed = True
