@@ -8,6 +8,7 @@ asyncpg can fall back to plain text for ``prefer`` (an ``SSLContext`` always mea
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,26 @@ def tls_connect_args(options: TlsOptions, *, setting: str = "tls") -> dict[str, 
     return {"ssl": client_context(options, setting=setting)}
 
 
+class _OneWayClose(ssl.SSLObject):
+    """Ends TLS as libpq does: sends close_notify and closes, without waiting for the server's reply.
+
+    asyncpg closes a connection whose login the server refused with the transport's graceful
+    ``close()`` and raises at once; asyncio would then keep the socket open until the server's own
+    close_notify arrives (up to 30s), so a server slow to send it, or an event loop that ends first,
+    left the socket to the garbage collector. TLS 1.3 (RFC 8446, 6.1) lets the side that closes
+    stop there; nothing is read from a connection being closed anyway.
+    """
+
+    def unwrap(self) -> None:
+        # Raised once our close_notify is written and the server's has not arrived: done, for us.
+        with contextlib.suppress(ssl.SSLWantReadError):
+            super().unwrap()
+
+
 def client_context(options: TlsOptions, *, setting: str = "tls") -> ssl.SSLContext:
-    """An ``SSLContext`` for ``require``, ``verify-ca`` or ``verify-full``."""
+    """An ``SSLContext`` for ``require``, ``verify-ca`` or ``verify-full``; see :class:`_OneWayClose`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.sslobject_class = _OneWayClose
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if options.mode == "require":
         # Encryption against eavesdroppers only: anyone who can answer on the address is accepted.
