@@ -189,7 +189,6 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
     def _make_target(self, name: str, dsn: str, extra: Mapping[str, Any]) -> Target:
         role = "writer" if name == WRITER else "replica"
-        capacity = self._options.pool_size + self._options.max_overflow
         connects = BackgroundFinisher()
         engine = make_engine(dsn, self._options, extra, role=role, connects=connects)
         pool: Any = engine.pool
@@ -203,7 +202,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
         gate = AdmissionGate(
             name=name,
-            capacity=capacity,
+            capacity=self._pool.capacity,
             max_waiting=self._pool.max_waiting,
             describe=describe,
             # One limit per target: what the writer's latency teaches says nothing of a replica.
