@@ -1,16 +1,19 @@
 """The composition root: the only module that names concrete adapters.
 
-``create_container(settings)`` wires every port to the implementation the settings choose, so a
-unit of work and the use cases consume ports without knowing which adapter they got. Stateful
-policies and the connection provider are singletons; units of work and use cases are factories;
-the provider's disposal is the one ``Resource`` (``await container.shutdown_resources()``).
+``KernelContainer`` wires every port to the implementation the settings choose (policies,
+connection provider, replica strategy, the unit-of-work factory) and names no example: the
+repositories a unit of work hands out are a dependency, given by whoever builds the container
+(``create_kernel_container(settings, repositories)``). ``Container`` is the example ledger's
+container: the kernel with the ledger's repositories and use cases (``create_container(settings)``).
+Stateful policies and the connection provider are singletons; units of work and use cases are
+factories; the provider's disposal is a ``Resource`` (``await stop_resources(container)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from dependency_injector import containers, providers
 
@@ -47,7 +50,7 @@ from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, ReplicaOptions, TimeoutOptions
-from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
 from adapters.structlog.logging import SecretScrubber, configure_logging
 from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from app.metrics import Metrics
@@ -274,10 +277,12 @@ def concurrency_bounds(settings: Settings) -> ConcurrencyBounds:
     return ConcurrencyBounds(*settings.concurrency_bounds())
 
 
-class Container(containers.DeclarativeContainer):
-    """Every provider of the service, keyed by role."""
+class KernelContainer(containers.DeclarativeContainer):
+    """Every provider of the kernel, keyed by role; besides the settings, it depends on the repositories."""
 
     settings = providers.Dependency(instance_of=Settings)
+    #: Builds the repositories of one transaction: ``Callable[[Transaction], R]``.
+    repositories: providers.Dependency[Callable[..., Any]] = providers.Dependency()
 
     metrics = providers.Singleton(Metrics)
 
@@ -432,11 +437,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
-    # The example ledger: its repositories (the unit of work's factory builds them on each
-    # transaction) and its use cases. An adopter replaces these with their own, and nothing above.
-    repositories = providers.Object(ledger_repositories)
-
-    unit_of_work: providers.Factory[SqlAlchemyUnitOfWork[SqlAlchemyLedgerRepositories]] = providers.Factory(
+    unit_of_work: providers.Factory[SqlAlchemyUnitOfWork[Any]] = providers.Factory(
         SqlAlchemyUnitOfWork,
         provider=connection_provider,
         repositories=repositories,
@@ -448,42 +449,68 @@ class Container(containers.DeclarativeContainer):
         causal_wait_s=settings.provided.replicas.causal_wait_s,
     )
 
-    _use_case_deps: ClassVar[dict[str, Any]] = {
+    #: What every ``UseCase`` takes: ``providers.Factory(MyUseCase, **KernelContainer.use_case_deps)``.
+    use_case_deps: ClassVar[dict[str, Any]] = {
         "uow_factory": unit_of_work.provider,
         "retry_policy": retry_policy,
         "retry_budget": retry_budget,
         "metrics": metrics,
     }
-    open_account = providers.Factory(OpenAccount, **_use_case_deps)
-    deposit = providers.Factory(Deposit, **_use_case_deps)
-    transfer = providers.Factory(TransferMoney, **_use_case_deps)
-    get_balance = providers.Factory(GetBalance, **_use_case_deps)
-    get_statement = providers.Factory(GetStatement, **_use_case_deps)
-    audit_ledger = providers.Factory(AuditLedger, **_use_case_deps)
 
 
-def create_container(settings: Settings) -> Container:
-    """A container wired for ``settings``; call ``await container.shutdown_resources()`` to dispose."""
-    container = Container(settings=providers.Object(settings))
+class Container(KernelContainer):
+    """The example ledger's container: the kernel, plus the ledger's use cases.
+
+    An adopter writes one like it for their own use cases (or uses ``KernelContainer`` directly),
+    and gives their repositories to ``create_kernel_container``; nothing in the kernel changes.
+    """
+
+    # The kernel's factory, typed for the repositories create_container gives it.
+    unit_of_work: providers.Factory[SqlAlchemyUnitOfWork[SqlAlchemyLedgerRepositories]]
+
+    open_account = providers.Factory(OpenAccount, **KernelContainer.use_case_deps)
+    deposit = providers.Factory(Deposit, **KernelContainer.use_case_deps)
+    transfer = providers.Factory(TransferMoney, **KernelContainer.use_case_deps)
+    get_balance = providers.Factory(GetBalance, **KernelContainer.use_case_deps)
+    get_statement = providers.Factory(GetStatement, **KernelContainer.use_case_deps)
+    audit_ledger = providers.Factory(AuditLedger, **KernelContainer.use_case_deps)
+
+
+K = TypeVar("K", bound=KernelContainer)
+
+
+def create_kernel_container(
+    settings: Settings,
+    repositories: Callable[[Transaction], Any],
+    *,
+    kind: type[K] = KernelContainer,  # type: ignore[assignment]
+) -> K:
+    """A ``kind`` container for ``settings``; each unit of work hands out ``repositories(transaction)``."""
+    container = kind(settings=providers.Object(settings), repositories=providers.Object(repositories))
     container.check_dependencies()
     return container
 
 
-async def start_resources(container: Container) -> None:
+def create_container(settings: Settings) -> Container:
+    """The example ledger's container for ``settings``; ``await stop_resources(container)`` disposes it."""
+    return create_kernel_container(settings, ledger_repositories, kind=Container)
+
+
+async def start_resources(container: KernelContainer) -> None:
     """Initialise the container's resources (dependency-injector returns an awaitable for async ones)."""
     pending = container.init_resources()
     if pending is not None:
         await pending
 
 
-async def stop_resources(container: Container) -> None:
+async def stop_resources(container: KernelContainer) -> None:
     """Shut the container's resources down: drain and dispose the connection provider."""
     pending = container.shutdown_resources()
     if pending is not None:
         await pending
 
 
-def watch_served_secrets(container: Container, scrubber: SecretScrubber) -> None:
+def watch_served_secrets(container: KernelContainer, scrubber: SecretScrubber) -> None:
     """Make ``scrubber`` mask every secret the credential providers hand out from now on."""
     sources = {container.writer_credentials(), container.replica_credentials()}
     for source in sources:

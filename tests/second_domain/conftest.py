@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
-from container import Container, start_resources, stop_resources
+from container import KernelContainer, start_resources, stop_resources
 from ports.connection_provider import Intent
 from tests.replication import wait_until_replayed
 from tests.second_domain.tables import metadata
@@ -47,7 +47,7 @@ def lending_database(replicated: tuple[str, str]) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-async def library(lending_database: tuple[str, str]) -> AsyncIterator[Container]:
+async def library(lending_database: tuple[str, str]) -> AsyncIterator[KernelContainer]:
     """The kernel's container on the lending database: writes on the primary, reads on the replica."""
     primary, replica = lending_database
     container = lending_container(make_settings(primary, [replica], database={"pool_size": POOL_SIZE}))
@@ -57,5 +57,5 @@ async def library(lending_database: tuple[str, str]) -> AsyncIterator[Container]
 
 
 @pytest.fixture
-def lending(library: Container) -> Lending:
+def lending(library: KernelContainer) -> Lending:
     return lending_use_cases(library)

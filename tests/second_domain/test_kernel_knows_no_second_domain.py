@@ -18,7 +18,7 @@ PUBLIC_SURFACE: Final = {
     "adapters.sqlalchemy.repository",  # SqlAlchemyRepository
     "adapters.sqlalchemy.unit_of_work",  # Transaction, what a repository factory receives
     "app.use_case",  # UseCase
-    "container",  # create_container, Container
+    "container",  # create_kernel_container, KernelContainer
     "domain.errors",  # DomainError, InvalidArgumentError
     "ports.connection_provider",  # Intent, CausalToken
     "ports.unit_of_work",  # UnitOfWork, UnitOfWorkFactory, UnitOptions

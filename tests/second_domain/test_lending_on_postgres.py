@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
-from container import Container
+from container import KernelContainer
 from ports.connection_provider import WRITER, Intent, ReadRoute
 from ports.errors import DataIntegrityError, ReadOnlyViolationError
 from ports.unit_of_work import UnitOfWork
@@ -39,7 +39,7 @@ async def _in_recovery(uow: UnitOfWork[LendingRepositories]) -> bool:
     return bool(await uow.connection.scalar(text("SELECT pg_is_in_recovery()")))
 
 
-async def test_writes_run_on_the_primary_and_reads_on_the_replica(library: Container) -> None:
+async def test_writes_run_on_the_primary_and_reads_on_the_replica(library: KernelContainer) -> None:
     units, member = lending_units(library), new_member("Ada")
     write = units(intent=Intent.WRITE)
     async with write:
@@ -59,7 +59,7 @@ async def test_writes_run_on_the_primary_and_reads_on_the_replica(library: Conta
 
 
 async def test_each_read_after_a_loan_or_a_return_sees_it_on_the_replica_by_its_causal_token(
-    library: Container, lending: Lending
+    library: KernelContainer, lending: Lending
 ) -> None:
     member = await lending.register_member("Grace")
     book = await lending.add_book("The Dispossessed")
@@ -81,7 +81,7 @@ async def test_each_read_after_a_loan_or_a_return_sees_it_on_the_replica_by_its_
     assert stats.writer_fallbacks == 0
 
 
-async def test_a_write_in_a_read_unit_is_refused_by_the_replica(library: Container) -> None:
+async def test_a_write_in_a_read_unit_is_refused_by_the_replica(library: KernelContainer) -> None:
     read = lending_units(library)(intent=Intent.READ)
     with pytest.raises(ReadOnlyViolationError, match=REPLICA):
         async with read:
@@ -89,7 +89,7 @@ async def test_a_write_in_a_read_unit_is_refused_by_the_replica(library: Contain
 
 
 async def test_a_book_is_lent_to_one_member_however_many_ask_for_it_at_once(
-    library: Container, lending: Lending
+    library: KernelContainer, lending: Lending
 ) -> None:
     book = await lending.add_book("Dune")
     members = [await lending.register_member(f"reader {i}") for i in range(8)]
@@ -105,7 +105,7 @@ async def test_a_book_is_lent_to_one_member_however_many_ask_for_it_at_once(
 
 
 async def test_a_member_never_holds_more_than_three_books_however_fast_they_borrow(
-    library: Container, lending: Lending
+    library: KernelContainer, lending: Lending
 ) -> None:
     member = await lending.register_member("Hasty")
     books = [await lending.add_book(f"volume {i}") for i in range(6)]
@@ -117,7 +117,7 @@ async def test_a_member_never_holds_more_than_three_books_however_fast_they_borr
     assert len(await _held_on_the_writer(library, member)) == 3
 
 
-async def _held_on_the_writer(library: Container, member: MemberId) -> tuple[Loan, ...]:
+async def _held_on_the_writer(library: KernelContainer, member: MemberId) -> tuple[Loan, ...]:
     # The replica may not have replayed the loans just made (a gathered batch has no one causal
     # token to wait for), so this reads on the writer.
     async with lending_units(library)(intent=Intent.READ_PRIMARY) as uow:
@@ -125,7 +125,7 @@ async def _held_on_the_writer(library: Container, member: MemberId) -> tuple[Loa
 
 
 async def test_the_database_refuses_a_second_active_loan_of_a_book_even_past_the_rule(
-    library: Container, lending: Lending
+    library: KernelContainer, lending: Lending
 ) -> None:
     book = await lending.add_book("Solaris")
     first_member, second_member = (

@@ -1,20 +1,18 @@
 """The lending library on the kernel's container: the same providers, with its own repositories.
 
-``create_container(settings)`` builds every kernel provider (connection provider, policies, the
-unit-of-work factory); overriding its ``repositories`` provider, one provider as the style guide
-asks, makes every unit of work hand out the lending repositories. The use cases take the
-container's unit-of-work factory, retry policy, retry budget and metrics.
+``create_kernel_container(settings, lending_repositories)`` builds every kernel provider
+(connection provider, policies, the unit-of-work factory), its units of work handing out the
+lending repositories. The use cases take the container's unit-of-work factory, retry policy,
+retry budget and metrics, as ``KernelContainer.use_case_deps`` names them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar, cast
-
-from dependency_injector import providers
+from typing import TypeVar
 
 from app.use_case import UseCase
-from container import Container, create_container
+from container import KernelContainer, create_kernel_container
 from ports.unit_of_work import UnitOfWorkFactory
 from settings import Settings
 from tests.second_domain.ports import LendingRepositories
@@ -24,20 +22,15 @@ from tests.second_domain.use_cases import AddBook, LendBook, MemberLoans, Regist
 U = TypeVar("U", bound=UseCase[LendingRepositories])
 
 
-def lending_container(settings: Settings) -> Container:
+def lending_container(settings: Settings) -> KernelContainer:
     """The kernel's container for ``settings``, its units of work handing out the lending repositories."""
-    container = create_container(settings)
-    container.repositories.override(providers.Object(lending_repositories))
-    return container
+    return create_kernel_container(settings, lending_repositories)
 
 
-def lending_units(container: Container) -> UnitOfWorkFactory[LendingRepositories]:
-    """The container's unit-of-work factory, typed for the repositories it now hands out.
-
-    The cast is needed because ``Container.unit_of_work`` is annotated with the ledger's
-    repositories: overriding ``repositories`` changes what it builds, not its static type.
-    """
-    return cast(UnitOfWorkFactory[LendingRepositories], container.unit_of_work)
+def lending_units(container: KernelContainer) -> UnitOfWorkFactory[LendingRepositories]:
+    """The container's unit-of-work factory, typed for the repositories this domain gave it."""
+    factory: UnitOfWorkFactory[LendingRepositories] = container.unit_of_work
+    return factory
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +44,7 @@ class Lending:
     member_loans: MemberLoans
 
 
-def lending_use_cases(container: Container) -> Lending:
+def lending_use_cases(container: KernelContainer) -> Lending:
     """The use cases, each on the container's unit of work, retry policy, retry budget and metrics."""
     units = lending_units(container)
 
