@@ -11,7 +11,7 @@ from typing import Final
 ROOT: Final = Path(__file__).resolve().parents[2]
 HERE: Final = Path(__file__).resolve().parent
 KERNEL: Final = [ROOT / name for name in ("domain", "ports", "app", "adapters", "alembic")]
-ENTRY_POINTS: Final = [ROOT / name for name in ("container.py", "cli.py", "settings")]
+ENTRY_POINTS: Final = [ROOT / name for name in ("container.py", "cli.py", "demo.py", "settings")]
 LEDGER: Final = ("domain.ledger", "ports.ledger", "app.ledger", "adapters.sqlalchemy.ledger")
 #: What the second domain's own modules (not its tests) may import of alchemy-hex.
 PUBLIC_SURFACE: Final = {

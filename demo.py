@@ -1,0 +1,182 @@
+"""The demo: a throwaway PostgreSQL when no ``DATABASE_URL`` is set, the ledger workload, its summary.
+
+Demo and test tooling, not part of a service: ``embedded_database`` starts servers from local
+binaries or those of the ``demo`` extra (``adapters/postgres``, imported only when needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+
+from app.ledger.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
+from container import Container
+from settings import Settings, load_settings
+
+log = structlog.get_logger("demo")
+
+
+@contextlib.contextmanager
+def embedded_database(settings: Settings, *, replicas: int) -> Iterator[Settings]:
+    """``settings`` as given when a writer is configured, else pointed at a throwaway cluster."""
+    if settings.database.url is not None:
+        yield settings
+        return
+    # Demo tooling: imported only here, so that a service with a database of its own never loads it.
+    from adapters.postgres.cluster import PostgresCluster, find_binaries
+
+    with contextlib.ExitStack() as stack:
+        primary = PostgresCluster(binaries=find_binaries())
+        stack.callback(primary.destroy)
+        primary.init()
+        primary.start()
+        replica_dsns = []
+        for _ in range(replicas):
+            replica = primary.create_replica()
+            stack.callback(replica.destroy)
+            replica_dsns.append(replica.dsn())
+        database = settings.database.model_copy(update={"url": primary.dsn(), "replica_urls": ()})
+        overrides = settings.model_dump(exclude={"database"})
+        overrides["database"] = {**_unsecret(database.model_dump()), "replica_urls": replica_dsns}
+        yield load_settings(**overrides)
+
+
+def _unsecret(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in values.items()}
+
+
+async def run_demo(container: Container, plan: WorkloadPlan, *, progress: bool) -> dict[str, Any]:
+    """Run the workload of ``plan`` until done or SIGTERM/SIGINT; its summary and the acknowledged keys."""
+    workload = LedgerWorkload(
+        open_account=container.open_account(),
+        deposit=container.deposit(),
+        transfer=container.transfer(),
+        get_balance=container.get_balance(),
+        audit=container.audit_ledger(),
+        settle=container.connection_provider().wait_for_replay,
+        stop=_stop_on_signals(),
+    )
+    shown = asyncio.create_task(_show_progress(workload)) if progress else None
+    try:
+        report = await workload.run(plan)
+    finally:
+        if shown is not None:
+            shown.cancel()
+    return _summary(container, report) | {"acknowledged_keys": report.progress.acknowledged}
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the workload stops taking new work and drains."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def request_stop(name: str) -> None:
+        log.warning("shutdown.requested", signal=name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum.name)
+    return stop
+
+
+async def _show_progress(workload: LedgerWorkload) -> None:
+    while True:
+        p = workload.progress
+        sys.stderr.write(
+            f"\r  operations {p.total:7d}   ok {sum(p.ok.values()):7d}   failed {sum(p.failed.values()):5d}"
+        )
+        sys.stderr.flush()
+        await asyncio.sleep(0.25)
+
+
+def _summary(container: Container, report: WorkloadReport) -> dict[str, Any]:
+    stats = container.connection_provider().stats()
+    p = report.progress
+    return {
+        "elapsed_s": round(report.elapsed_s, 3),
+        "operations": {k: {"ok": p.ok[k], "failed": p.failed[k]} for k in sorted({*p.ok, *p.failed})},
+        "errors": dict(p.errors),
+        "idempotent_replays_applied_once": p.replays_applied_once,
+        "retries": container.metrics().snapshot()["retries"],
+        "reads": {
+            "by_target": dict(stats.reads_by_target),
+            "served_in_recovery": stats.reads_in_recovery,
+            "writer_fallbacks": stats.writer_fallbacks,
+            # Why each read ran where it did (see ports.connection_provider.ReadRoute).
+            "routes": dict(stats.read_routes),
+            "causal_waits": stats.causal_waits,
+            "replicas": [
+                {
+                    "name": r.name,
+                    "healthy": r.healthy,
+                    "ejected": r.ejected,
+                    "lag_s": None if r.lag_s is None else round(r.lag_s, 4),
+                    "reads": r.reads,
+                    "lag_skips": r.lag_skips,
+                    "ejections": r.ejections,
+                    "readmissions": r.readmissions,
+                }
+                for r in stats.replicas
+            ],
+        },
+        "pools": [
+            {
+                "target": t.name,
+                "role": t.role,
+                "size": t.size,
+                "in_use": t.in_use,
+                "idle": t.idle,
+                "checkouts": t.served,
+                "timeouts": t.timed_out,
+                "in_recovery": t.in_recovery,
+            }
+            for t in stats.targets
+        ],
+        "balance_check": {
+            "before": report.total_before,
+            "after": report.total_after,
+            "entries": report.entries_total,
+            "passed": report.balance_unchanged,
+        },
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    ops = "  ".join(
+        f"{kind}: {v['ok']} ok / {v['failed']} failed" for kind, v in summary["operations"].items()
+    )
+    reads = summary["reads"]
+    check = summary["balance_check"]
+    print(f"\noperations  {ops}")
+    print(f"errors      {summary['errors'] or 'none'}")
+    print(
+        f"retries     {summary['retries'] or 'none'}   idempotent replays applied once: "
+        f"{summary['idempotent_replays_applied_once']}"
+    )
+    print(
+        f"reads       by target {reads['by_target']}   served by a server in recovery: "
+        f"{reads['served_in_recovery']}   writer fallbacks: {reads['writer_fallbacks']}"
+    )
+    print(f"routes      {reads['routes'] or 'none'}")
+    for replica in reads["replicas"]:
+        print(
+            f"replica     {replica['name']:<10} healthy={replica['healthy']} ejected={replica['ejected']} "
+            f"lag_s={replica['lag_s']} reads={replica['reads']} lag_skips={replica['lag_skips']} "
+            f"ejections={replica['ejections']} readmissions={replica['readmissions']}"
+        )
+    for pool in summary["pools"]:
+        print(
+            f"pool        {pool['target']:<10} size={pool['size']} in_use={pool['in_use']} "
+            f"idle={pool['idle']} checkouts={pool['checkouts']} timeouts={pool['timeouts']} "
+            f"in_recovery={pool['in_recovery']}"
+        )
+    verdict = "PASSED" if check["passed"] else "FAILED"
+    print(
+        f"balance     before={check['before']} after={check['after']} entries={check['entries']}  {verdict}"
+    )
