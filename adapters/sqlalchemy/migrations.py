@@ -36,28 +36,37 @@ def script_location() -> Path:
     return versions.parent
 
 
-def alembic_config() -> Config:
+def alembic_config(scripts: Path | None = None) -> Config:
     """The Alembic configuration the service runs with; it needs no ``alembic.ini``.
 
-    The repository's ``alembic.ini`` is for the ``alembic`` command in a checkout (``alembic
+    ``scripts`` is a directory of Alembic scripts (``env.py``, ``versions/``): a service's own,
+    or, when ``None``, the ones shipped in the package (the repository's ``alembic/``). The
+    repository's ``alembic.ini`` is for the ``alembic`` command in a checkout (``alembic
     revision``); it names the same scripts and no other setting that a migration uses.
     """
     config = Config()
-    config.set_main_option("script_location", str(script_location()))
+    config.set_main_option("script_location", str(scripts or script_location()))
     return config
 
 
 async def migrate(
-    provider: SqlAlchemyConnectionProvider, *, revision: str = "head", downgrade: bool = False
+    provider: SqlAlchemyConnectionProvider,
+    *,
+    revision: str = "head",
+    downgrade: bool = False,
+    scripts: Path | None = None,
 ) -> None:
     """Upgrade (or downgrade) the writer's schema to ``revision`` while holding the migration lock.
+
+    ``scripts`` is the directory of the Alembic scripts to run (see :func:`alembic_config`); its
+    ``env.py`` finds the locked connection in ``config.attributes["connection"]``.
 
     Two instances starting at once both call this; the second waits for the first and then finds
     nothing left to do. Statement and lock timeouts are lifted for the session, since a migration
     may legitimately run long, and restored before the connection returns to the pool. A refused
     statement raises the contract error (``PermissionDeniedError`` for a role that may not run DDL).
     """
-    config = alembic_config()
+    config = alembic_config(scripts)
 
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pytest
 
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+from adapters.sqlalchemy.migrations import migrate
 from container import KernelContainer, start_resources, stop_resources
-from ports.connection_provider import Intent
 from tests.replication import wait_until_replayed
-from tests.second_domain.tables import metadata
 from tests.second_domain.wiring import Lending, lending_container, lending_use_cases
 from tests.support import create_database, drop_database, make_settings, with_database
 
@@ -20,24 +21,27 @@ from tests.support import create_database, drop_database, make_settings, with_da
 POOL_SIZE = 12
 
 
-async def _create_tables(dsn: str) -> None:
+#: The domain's own Alembic scripts, kept beside its tables as an adopter keeps theirs.
+MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
+
+
+async def migrate_lending(dsn: str, **kwargs: Any) -> None:
+    """Run the lending migrations through the kernel's ``migrate`` (advisory lock, writer adapter)."""
     provider = SqlAlchemyConnectionProvider(writer_url=dsn)
     try:
-        async with provider.connection(Intent.WRITE) as connection:
-            await connection.run_sync(metadata.create_all)
-            await connection.commit()
+        await migrate(provider, scripts=MIGRATIONS, **kwargs)
     finally:
         await provider.aclose()
 
 
 @pytest.fixture(scope="session")
 def lending_database(replicated: tuple[str, str]) -> Iterator[tuple[str, str]]:
-    """DSNs of the lending database on the primary and on its streaming replica, tables created."""
+    """DSNs of the lending database on the primary and on its streaming replica, migrated."""
     primary, replica = replicated
     dsn = create_database(primary, prefix="lending")
     name = urlsplit(dsn).path.lstrip("/")
     try:
-        asyncio.run(_create_tables(dsn))
+        asyncio.run(migrate_lending(dsn))
         wait_until_replayed(replica, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", 1)
         replica_dsn = with_database(replica, name)
         wait_until_replayed(replica_dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'loans'", 1)

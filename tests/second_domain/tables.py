@@ -1,4 +1,4 @@
-"""The lending library's tables: its own metadata, created in a database of its own (no Alembic revision)."""
+"""The lending library's tables: its own metadata, created by its own revisions (``migrations/``)."""
 
 from __future__ import annotations
 

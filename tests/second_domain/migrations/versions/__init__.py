@@ -1,0 +1,1 @@
+"""The lending library's revisions."""
