@@ -122,6 +122,7 @@ class GuardedRedis:
             half_open_max_calls=1,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()`` within the deadline; Redis failures become ``RedisUnavailableError``."""
@@ -145,13 +146,31 @@ class GuardedRedis:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def aclose(self) -> None:
-        """Cancel the background work and close the client's connections."""
+    @property
+    def closing(self) -> bool:
+        """Whether ``aclose`` has begun: background loops check it, so none outlives the client."""
+        return self._closing
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """Cancel the background work and close the client's connections, within ``timeout_s`` each.
+
+        Bounded: a background task that swallowed its cancellation (a cancel racing a timeout
+        inside a library) still sees ``closing`` and ends at its next turn, and a close that hangs
+        on a connection is given up on, logged, rather than holding the service's shutdown.
+        """
+        self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.client.aclose()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:
+                log.warning("redis.background_task_not_ended", tasks=sorted(t.get_name() for t in pending))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.client.aclose()
+        except TimeoutError:
+            log.warning("redis.close_timed_out", timeout_s=timeout_s)
 
 
 def create_guarded_redis(options: RedisOptions) -> GuardedRedis:

@@ -183,7 +183,7 @@ class RedisSharedCircuitBreaker(CircuitBreaker):
         self._refresher = self._redis.spawn(self._refresh_forever(), name="circuit-state-refresher")
 
     async def _refresh_forever(self) -> None:
-        while True:
+        while not self._redis.closing:
             self._wake.clear()
             try:
                 await self._flush()

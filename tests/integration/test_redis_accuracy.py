@@ -23,7 +23,7 @@ SECONDS: Final = 4.0
 PROCESSES: Final = 4
 ROOT: Final = Path(__file__).resolve().parents[2]
 # Every process is connected and waiting before the start is announced this far ahead of it.
-START_AHEAD_S: Final = 0.5
+START_AHEAD_S: Final = 2.0
 WORKER: Final = "tests.processes.rate_limit_worker"
 
 
@@ -100,7 +100,14 @@ def test_four_processes_at_twice_the_limit_admit_the_rate_and_the_burst_and_no_m
         f"{clocks}: {len(decided)} calls over {elapsed_s:.3f} s, {len(admitted)} admitted "
         f"({len(admitted) / allowance:.4f} of rate x time + burst), busiest second {worst_window}"
     )
-    assert len(decided) >= 1.9 * RATE * SECONDS  # the demand really was twice the limit
+    # While every process is calling, the demand is twice the limit: the rate must be used up.
+    # (A loaded machine runs the processes late and apart, so the start and the end, where fewer
+    # are calling, are left out of this bound; the upper bounds hold over any stretch.)
+    all_in = max(min(report["decided_at"]) for report in reports)
+    all_out = min(max(report["decided_at"]) for report in reports)
+    together = [t for t in admitted if all_in <= t <= all_out]
+    assert all_out - all_in >= SECONDS / 2, "the processes barely overlapped"
+    assert len(decided) >= 1.5 * RATE * SECONDS  # the demand really was well above the limit
     assert len(admitted) <= allowance + 1
-    assert len(admitted) >= 0.99 * allowance
+    assert len(together) >= 0.97 * RATE * (all_out - all_in)
     assert worst_window <= RATE + BURST
