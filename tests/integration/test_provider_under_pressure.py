@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -331,10 +332,20 @@ async def test_cancelling_transfers_at_any_point_never_half_applies_or_loses_one
             outcomes[key] = "cancelled"
             raise
 
+    # Cancellations spread over 1.5 times what 100 concurrent transfers take on this machine now,
+    # so some land before, some during and some after the work, however loaded the machine is.
+    started = time.monotonic()
+    await asyncio.gather(
+        *(
+            transfer(accounts[i % 4], accounts[(i + 1) % 4], 1, idempotency_key=f"pace-{i}")
+            for i in range(100)
+        )
+    )
+    span_s = max(0.3, 1.5 * (time.monotonic() - started))
     for round_ in range(10):
         tasks = [asyncio.create_task(one(round_ * 100 + i)) for i in range(100)]
         for task in tasks:
-            asyncio.get_running_loop().call_later(rng.random() * 0.3, task.cancel)
+            asyncio.get_running_loop().call_later(rng.random() * span_s, task.cancel)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     acknowledged = [key for key, outcome in outcomes.items() if outcome == "ok"]
