@@ -120,7 +120,8 @@ def _past_deadline(error: BaseException, code: str | None, target: str) -> Deadl
         return None
     if code == _CANCELED_CODE or isinstance(error, TimeoutError | asyncio.TimeoutError):
         return DeadlineExceededError(DeadlineStage.STATEMENT, target=target)
-    if code is None and _is_connection_failure(error):
+    lost = code.startswith("08") if code is not None else _is_connection_failure(error)
+    if lost:  # connection exception: the backstop (or the network) ended the request
         return DeadlineExceededError(DeadlineStage.STATEMENT, target=target, server_unresponsive=True)
     return None
 
