@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from adapters.postgres.cluster import PostgresCluster
 from adapters.postgres.processes import children_of, live_postmaster
@@ -17,6 +19,14 @@ def _processes(cluster: PostgresCluster) -> list[int]:
     if pid is None:
         raise RuntimeError(f"{cluster!r} is not running")
     return [pid, *children_of(pid)]
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return "?"
+    return stat.rpartition(")")[2].split()[0]
 
 
 def _signal_all(pids: list[int], signum: signal.Signals) -> None:
@@ -36,8 +46,17 @@ def frozen(cluster: PostgresCluster) -> Iterator[None]:
     if pid is None:
         raise RuntimeError(f"{cluster!r} is not running")
     _signal_all([pid], signal.SIGSTOP)
+    # SIGSTOP takes effect asynchronously: a fork the postmaster was in the middle of may still
+    # produce a child after the signal was sent. Wait for it to be stopped, then look twice.
+    for _ in range(200):
+        if _state(pid) == "T":
+            break
+        time.sleep(0.005)
     pids = _processes(cluster)
     _signal_all(pids, signal.SIGSTOP)
+    late = [p for p in _processes(cluster) if p not in pids]
+    _signal_all(late, signal.SIGSTOP)
+    pids += late
     try:
         yield
     finally:

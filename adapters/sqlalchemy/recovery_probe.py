@@ -97,16 +97,19 @@ class RecoveryProber:
             )
 
     async def aclose(self) -> None:
-        """Stop watching and cancel the probes in flight."""
-        tasks = [self._task, *(p.task for p in self._probes.values())]
-        self._task = None
-        for task in tasks:
-            if task is not None:
+        """Stop watching; let the probes in flight end (each within its timeout), then return."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        # Not cancelled: asyncpg leaves an unretrieved error behind a connect cancelled half-way.
+        probes = {p.task for p in self._probes.values() if p.task is not None}
+        if probes:
+            _, pending = await asyncio.wait(probes, timeout=self._timeout_s * 2 + 1)
+            for task in pending:
                 task.cancel()
-        for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await asyncio.gather(*probes, return_exceptions=True)
 
     async def run(self) -> None:
         while True:

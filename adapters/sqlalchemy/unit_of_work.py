@@ -240,14 +240,16 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         left = require(DeadlineStage.STATEMENT, target=target)
         assert left is not None  # a deadline is set
         raw = await connection.get_raw_connection()
+        # Armed first: BEGIN and the SET below are requests a frozen server leaves unanswered too.
+        loop = asyncio.get_running_loop()
+        self._backstop = loop.call_later(
+            left + self._deadline_grace_s, self._cut, raw.driver_connection, target
+        )
         if left < self._provider.statement_timeout_s:
             try:
                 await _limit_statements(raw.dbapi_connection, max(1, int(left * 1000)))
             except Exception as exc:  # below SQLAlchemy: the adapter's and asyncpg's own errors
                 raise translate(exc, target=target) from exc
-        driver = raw.driver_connection
-        loop = asyncio.get_running_loop()
-        self._backstop = loop.call_later(left + self._deadline_grace_s, self._cut, driver, target)
 
     def _cut(self, driver: Any, target: str) -> None:
         self._backstop = None

@@ -29,7 +29,9 @@ APP = "hex-deadline-test"
 EARLIEST_S, LATEST_S = 0.15, 0.4
 
 
-def _provider(url: str, *, pool_size: int = 2, acquire_timeout_s: float = 5.0) -> SqlAlchemyConnectionProvider:
+def _provider(
+    url: str, *, pool_size: int = 2, acquire_timeout_s: float = 5.0
+) -> SqlAlchemyConnectionProvider:
     return SqlAlchemyConnectionProvider(
         writer_url=url,
         pool=PoolOptions(pool_size=pool_size, max_overflow=0, acquire_timeout_s=acquire_timeout_s),
@@ -160,11 +162,15 @@ async def test_a_request_left_unanswered_is_cut_just_after_the_deadline_and_its_
     provider = _provider(proxy.dsn(database_url))
     try:
         started = time.monotonic()
-        with deadline_scope(0.3), pytest.raises(DeadlineExceededError) as raised:
+
+        async def query_in_the_black_hole() -> None:
             async with _unit(provider) as uow:
                 await uow.connection.execute(text("SELECT 1"))
                 proxy.black_hole()
                 await uow.connection.execute(text("SELECT 2"))
+
+        with deadline_scope(0.3), pytest.raises(DeadlineExceededError) as raised:
+            await query_in_the_black_hole()
         took = time.monotonic() - started
         proxy.black_hole(False)
 

@@ -21,6 +21,7 @@ from container import Container, create_container, start_resources, stop_resourc
 from ports.circuit_breaker import BreakerState
 from ports.errors import CircuitOpenError
 from settings import load_settings
+from tests.chaos.load import wait_until
 from tests.freezing import frozen
 from tests.support import create_database
 
@@ -78,10 +79,10 @@ class Workers:
         return min(ends) - moment if ends else None
 
     async def wait_for_success_after(self, moment: float, timeout_s: float) -> float | None:
-        deadline = time.monotonic() + timeout_s
-        while (found := self.first_success_after(moment)) is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        return found
+        await wait_until(
+            lambda: self.first_success_after(moment) is not None, timeout_s=timeout_s, interval_s=0.005
+        )
+        return self.first_success_after(moment)
 
     async def stop(self, timeout_s: float = 40.0) -> None:
         self._stop.set()
@@ -115,14 +116,15 @@ async def test_a_frozen_server_opens_the_circuit_after_the_slow_call_duration_an
         with frozen(cluster):
             frozen_at = time.monotonic()
             tick_s = slow_s / 8
-            while breaker.state("writer") is not BreakerState.OPEN and time.monotonic() - frozen_at < 10:
-                await asyncio.sleep(0.01)
+            await wait_until(
+                lambda: breaker.state("writer") is BreakerState.OPEN, timeout_s=10, interval_s=0.01
+            )
             opened_after = time.monotonic() - frozen_at
             refusals = await _refusal_times(container, 20)
         thawed_at = time.monotonic()
         resumed = await workers.wait_for_success_after(thawed_at, timeout_s=10.0)
         await workers.stop()
-        print(  # noqa: T201 -- the figures, for `pytest -s`
+        print(
             f"\nopened {opened_after:.2f}s after the freeze; refusals median "
             f"{statistics.median(refusals) * 1e6:.0f} us, max {max(refusals) * 1e6:.0f} us; "
             f"first success {resumed}s after SIGCONT"
@@ -153,7 +155,7 @@ async def test_after_a_restart_the_first_success_comes_within_half_a_second_and_
         accepting_at = time.monotonic()
         recovery = await workers.wait_for_success_after(accepting_at, timeout_s=10.0)
         await workers.stop()
-        print(  # noqa: T201 -- the figures, for `pytest -s`
+        print(
             f"\n{attempts_while_down} probes in {down_s:.1f}s down; first success {recovery}s after "
             "the server accepted connections"
         )
