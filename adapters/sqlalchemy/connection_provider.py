@@ -82,7 +82,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     ``connect_timeout_s``) and be closed, its slot taken until then, rather than interrupt asyncpg
     half-way (see ``targets.make_engine``). A request left without an answer for
     ``statement_timeout_s + connect_timeout_s`` (a black hole, a frozen server) ends as a lost
-    connection: see :mod:`.watchdog`. The provider belongs to the event loop that first uses it;
+    connection: see :mod:`.watchdog`; with ``monitor.stuck_after_s`` and ``on_stuck`` set, requests
+    unanswered that long are reported per target first (the breaker counts them while they run).
+    ``probe_connector`` and ``discard_idle`` serve the recovery probes. The provider belongs to the
+    event loop that first uses it;
     another loop gets :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
 
     The writer may be several hosts (``postgresql://u@h1:5432,h2:5432/db``): a new connection goes
