@@ -50,18 +50,21 @@ from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, ReplicaOptions, TimeoutOptions
+from adapters.sqlalchemy.recovery_probe import RecoveryProber
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
 from adapters.structlog.logging import SecretScrubber, configure_logging
 from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from app.metrics import Metrics
 from app.retry import RetryPolicy
 from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
+from ports.circuit_breaker import CircuitBreaker
 from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
 from ports.credential_provider import CredentialProvider
 from ports.errors import ConfigurationError
 from ports.rate_limiter import RateLimiter
 from settings import (
+    CircuitBreakerSettings,
     CredentialSettings,
     DatabaseSettings,
     RateLimiterSettings,
@@ -78,8 +81,13 @@ def build_connection_provider(
     target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
     concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
     replicas: ReplicaSettings | None = None,
+    on_stuck: Callable[[str, int], None] | None = None,
+    stuck_after_s: float | None = None,
 ) -> SqlAlchemyConnectionProvider:
-    """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here."""
+    """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here.
+
+    Requests left unanswered for ``stuck_after_s`` are reported to ``on_stuck`` (the breaker).
+    """
     if database.url is None:
         raise ConfigurationError("database.url: not set (set DATABASE_URL or HEX_DATABASE__URL)")
     replicas = replicas or ReplicaSettings()  # their count matches the URLs': checked by the settings
@@ -115,9 +123,11 @@ def build_connection_provider(
             leak_detection_threshold_s=database.leak_detection_threshold_s,
             reclaim_after_s=database.reclaim_after_s,
             stats_log_interval_s=database.stats_log_interval_s,
+            stuck_after_s=stuck_after_s,
         ),
         application_name=database.application_name,
         target_connect_args=target_connect_args,
+        on_stuck=on_stuck,
         concurrency_limit=concurrency_limit,
     )
 
@@ -244,10 +254,36 @@ def _replica_credential_source(settings: Settings) -> str:
     return "inherit" if group is None else group.source
 
 
+def build_recovery_prober(
+    provider: SqlAlchemyConnectionProvider,
+    breaker: CircuitBreaker,
+    group: CircuitBreakerSettings,
+    connect_timeout_s: float,
+) -> RecoveryProber | None:
+    """The probes of open circuits (``None`` when ``probe_interval_s`` is unset), one per target."""
+    if group.probe_interval_s is None:
+        return None
+    # Probing slower than the recovery time is pointless: the breaker half-opens by itself then.
+    max_interval_s = min(group.probe_max_interval_s, group.recovery_time_s)
+    targets = (WRITER, *provider.replica_names)
+    return RecoveryProber(
+        breaker=breaker,
+        connectors={name: provider.probe_connector(name, timeout_s=connect_timeout_s) for name in targets},
+        on_recovered=provider.discard_idle,
+        interval_s=min(group.probe_interval_s, max_interval_s),
+        max_interval_s=max_interval_s,
+        timeout_s=connect_timeout_s,
+    )
+
+
 async def _provider_lifecycle(
-    provider: SqlAlchemyConnectionProvider, teardown_timeout_s: float
+    provider: SqlAlchemyConnectionProvider, teardown_timeout_s: float, prober: RecoveryProber | None
 ) -> AsyncIterator[SqlAlchemyConnectionProvider]:
+    if prober is not None:
+        prober.start()
     yield provider
+    if prober is not None:
+        await prober.aclose()
     await provider.aclose(teardown_timeout_s)
 
 
@@ -415,11 +451,24 @@ class KernelContainer(containers.DeclarativeContainer):
         target_connect_args=target_connect_args,
         concurrency_limit=concurrency_limit.provider,
         replicas=settings.provided.replicas,
+        # A request the server leaves unanswered for the slow-call duration counts while it runs.
+        on_stuck=circuit_breaker.provided.record_stuck,
+        stuck_after_s=settings.provided.circuit_breaker.slow_call_duration_s,
+    )
+    recovery_prober = providers.Singleton(
+        build_recovery_prober,
+        connection_provider,
+        circuit_breaker,
+        settings.provided.circuit_breaker,
+        settings.provided.database.connect_timeout_s,
     )
     migration_provider = providers.Factory(build_migration_provider, settings, writer_credentials)
 
     lifecycle = providers.Resource(
-        _provider_lifecycle, connection_provider, settings.provided.database.teardown_timeout_s
+        _provider_lifecycle,
+        connection_provider,
+        settings.provided.database.teardown_timeout_s,
+        recovery_prober,
     )
 
     replica_strategy = providers.Selector(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
@@ -12,10 +12,14 @@ from tenacity.wait import wait_none, wait_random_exponential
 
 from app.metrics import Metrics
 from app.retry_budget import RetryBudget
+from ports.deadline import remaining_s
 from ports.errors import CommitOutcomeUnknownError, HexError, InfrastructureError, SaturationError
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
+
+#: The least an attempt needs besides its backoff: a retry that would start with less is not made.
+MIN_ATTEMPT_S: Final = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,10 @@ async def run_with_retries(
     already failing. A transaction the server rolled back (serialization failure, deadlock) is
     retried without drawing on the budget: like the circuit breaker, the budget reads it as a
     healthy, contended database, and ``policy.max_attempts`` alone bounds those retries.
+
+    Under a caller's deadline (:mod:`ports.deadline`), a retry whose backoff plus
+    :data:`MIN_ATTEMPT_S` would not fit in the time left is not scheduled: the last error is
+    raised at once (``retry.skipped``, reason ``deadline``), before any budget is spent.
     """
     policy_stop = stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total_s)
 
@@ -67,6 +75,17 @@ async def run_with_retries(
         if policy_stop(state):
             return True
         error = state.outcome.exception() if state.outcome else None
+        left = remaining_s()
+        if left is not None and left < state.upcoming_sleep + MIN_ATTEMPT_S:
+            log.info(
+                "retry.skipped",
+                operation=operation,
+                attempt=state.attempt_number,
+                reason="deadline",
+                remaining_s=round(left, 4),
+                backoff_s=round(state.upcoming_sleep, 4),
+            )
+            return True
         # Saturation retries add load exactly when there is none to spare: they draw on it too.
         if not isinstance(error, InfrastructureError | SaturationError) or budget.try_withdraw():
             return False

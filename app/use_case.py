@@ -11,6 +11,9 @@ Declare on the subclass what the call is: ``operation`` (its name in metrics and
 (``WRITE``; ``READ``, which a replica may serve; ``READ_PRIMARY``, which must see the latest
 state), ``idempotent`` (a repeat with the same idempotency key is harmless, so a commit whose
 outcome is unknown may be retried) and ``default_priority`` (its admission class).
+
+A caller's deadline (``deadline_s``, or an enclosing :class:`ports.deadline.deadline_scope`, the
+shorter winning) bounds the whole call, retries and backoffs included: see :mod:`ports.deadline`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from app.metrics import Metrics
 from app.retry import RetryPolicy, run_with_retries
 from app.retry_budget import RetryBudget
 from ports.connection_provider import CausalToken, Intent, Priority
+from ports.deadline import DeadlineStage, deadline_scope, require
 from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOfWorkFactory, UnitOptions
 
 __all__ = ["UseCase"]
@@ -61,9 +65,16 @@ class UseCase(Generic[R]):
         *,
         correlation_id: str | None = None,
         options: UnitOptions = DEFAULT_OPTIONS,
+        deadline_s: float | None = None,
     ) -> T:
-        """The body's result, run in units of work made with ``options`` (see :class:`UnitOptions`)."""
-        result, _ = await self.run_with_token(body, correlation_id=correlation_id, options=options)
+        """The body's result, run in units of work made with ``options`` (see :class:`UnitOptions`).
+
+        ``deadline_s``: the call must be over within this many seconds (or by the enclosing
+        deadline, if sooner), else ``DeadlineExceededError`` names the stage that ran out.
+        """
+        result, _ = await self.run_with_token(
+            body, correlation_id=correlation_id, options=options, deadline_s=deadline_s
+        )
         return result
 
     async def run_with_token(
@@ -72,8 +83,20 @@ class UseCase(Generic[R]):
         *,
         correlation_id: str | None = None,
         options: UnitOptions = DEFAULT_OPTIONS,
+        deadline_s: float | None = None,
     ) -> tuple[T, CausalToken | None]:
         """The body's result and the committed unit's causal token (``None`` unless it was asked for)."""
+        if deadline_s is None:
+            return await self._run_with_token(body, correlation_id, options)
+        with deadline_scope(deadline_s):
+            return await self._run_with_token(body, correlation_id, options)
+
+    async def _run_with_token(
+        self,
+        body: Callable[[UnitOfWork[R]], Awaitable[T]],
+        correlation_id: str | None,
+        options: UnitOptions,
+    ) -> tuple[T, CausalToken | None]:
         with correlation_scope(correlation_id):
             try:
                 outcome = await run_with_retries(
@@ -93,6 +116,7 @@ class UseCase(Generic[R]):
     async def _attempt(
         self, body: Callable[[UnitOfWork[R]], Awaitable[T]], options: UnitOptions
     ) -> tuple[T, CausalToken | None]:
+        require(DeadlineStage.START)  # an expired deadline costs no checkout and no round trip
         async with self._uow_factory(intent=self.intent, priority=self._priority, options=options) as uow:
             result = await body(uow)
             if self.intent is Intent.WRITE:

@@ -33,3 +33,20 @@ class CircuitBreaker(Protocol):
     def state(self, target: str) -> BreakerState:
         """The current state of ``target``'s circuit (``CLOSED`` for a target never seen)."""
         ...
+
+    def record_stuck(self, target: str, calls: int) -> None:
+        """``calls`` calls to ``target`` have had no answer from the server for the slow-call duration.
+
+        They count at once, while still running, as failed slow calls (as Hystrix counts a
+        timed-out command), so a frozen server opens the circuit without waiting for them to end;
+        when they do end, they are not counted again. A stuck half-open trial reopens the circuit.
+        """
+        ...
+
+    def recovered(self, target: str) -> None:
+        """A probe outside the breaker reached ``target``: an open circuit half-opens now.
+
+        Recovery then takes one probe rather than the whole recovery time; the trials decide, as
+        they do after the recovery time. Nothing changes for a circuit that is not open.
+        """
+        ...

@@ -55,6 +55,23 @@ class QueryTimeoutError(InfrastructureError):
     """A statement ran past its timeout and was cancelled on the server."""
 
 
+class DeadlineExceededError(HexError):
+    """The caller's deadline ran out; ``stage`` names where (``rate_limiter``, ``admission``, ``connect``...).
+
+    A contract error, not an infrastructure failure: the caller's budget ended, which says nothing
+    of the database by itself. ``server_unresponsive`` is set when the server had not answered a
+    request by the deadline (plus a short grace) although it was told to cancel it then, which
+    does say something: the circuit breaker counts that one as a failure. Never retried.
+    """
+
+    def __init__(self, stage: str, *, target: str | None = None, server_unresponsive: bool = False) -> None:
+        where = "" if target is None else f" on {target!r}"
+        super().__init__(f"deadline exceeded during {stage}{where}")
+        self.stage = stage
+        self.target = target
+        self.server_unresponsive = server_unresponsive
+
+
 class TransactionConflictError(HexError):
     """The server rolled the whole transaction back (serialization failure, deadlock); safe to run again.
 

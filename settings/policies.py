@@ -55,11 +55,18 @@ class CircuitBreakerSettings(SettingsGroup):
     shared_refresh_s: float = Field(default=0.25, gt=0)
     #: ``shared_redis``: how long the one prober holds its lock once the flag has expired.
     shared_probe_ttl_s: float = Field(default=1.0, gt=0)
+    #: While a circuit is open, probe its target (a fresh connection, ``SELECT 1``) this long after
+    #: it opened, then with the interval doubling up to ``probe_max_interval_s`` (never beyond
+    #: ``recovery_time_s``); the first success half-opens the circuit. ``None``: no probes.
+    probe_interval_s: float | None = Field(default=0.05, gt=0)
+    probe_max_interval_s: float = Field(default=0.25, gt=0)
 
     @model_validator(mode="after")
     def _minimum_fits_the_window(self) -> Self:
         if self.window == "count" and self.minimum_calls > self.window_size:
             raise ValueError("minimum_calls must be <= window_size for a count window, or it never opens")
+        if self.probe_interval_s is not None and self.probe_interval_s > self.probe_max_interval_s:
+            raise ValueError("probe_interval_s must be <= probe_max_interval_s")
         return self
 
 

@@ -16,7 +16,7 @@ import structlog
 
 from adapters.memory.call_window import CallWindow, CountWindow, TimeWindow
 from ports.circuit_breaker import BreakerState, CircuitBreaker
-from ports.errors import CircuitOpenError, InfrastructureError
+from ports.errors import CircuitOpenError, DeadlineExceededError, InfrastructureError
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,10 @@ class _Outcome(enum.Enum):
 
 
 def _outcome_of(error: BaseException) -> _Outcome:
+    if isinstance(error, DeadlineExceededError):
+        # The caller's budget ran out: news about the target only if the server left a request
+        # unanswered past the deadline although it was told to cancel it then.
+        return _Outcome.FAILURE if error.server_unresponsive else _Outcome.ABANDONED
     if isinstance(error, InfrastructureError):
         return _Outcome.FAILURE
     if isinstance(error, Exception):
@@ -53,6 +57,8 @@ class _Circuit:
     opened_at: float = 0.0
     trials_in_flight: int = 0
     trial_successes: int = 0
+    # Calls already counted while stuck (see ``record_stuck``), whose end is not counted again.
+    stuck: int = 0
     transitions: Counter[str] = field(default_factory=Counter)
 
     def move_to(self, state: BreakerState, transition: str, window: CallWindow) -> None:
@@ -61,6 +67,7 @@ class _Circuit:
         self.window = window  # every state starts from an empty window, as in Resilience4j
         self.trials_in_flight = 0
         self.trial_successes = 0
+        self.stuck = 0
         self.transitions[transition] += 1
 
 
@@ -84,6 +91,11 @@ class InMemoryCircuitBreaker(CircuitBreaker):
     cancelled call frees its trial slot and counts for nothing. Outcomes of calls admitted before
     the latest transition are ignored. Safe to share between tasks of one event loop: admission
     never awaits, so a hundred concurrent callers cannot overshoot the trial count.
+
+    Calls the provider reports stuck (:meth:`record_stuck`: no answer from the server for the
+    slow-call duration) count as failed slow calls while still running. A probe that reaches the
+    target (:meth:`recovered`) half-opens an open circuit at once. A call that ran out of its
+    caller's deadline counts for nothing, unless the server left it unanswered (then a failure).
     """
 
     def __init__(
@@ -146,6 +158,34 @@ class InMemoryCircuitBreaker(CircuitBreaker):
             counts.update(circuit.transitions)
         return counts
 
+    def record_stuck(self, target: str, calls: int) -> None:
+        """Count ``calls`` stuck calls to ``target`` as failed slow calls now (see the port)."""
+        circuit = self._circuits.get(target)
+        if circuit is None or calls < 1:
+            return
+        now = self._clock()
+        self._refresh(target, circuit, now)
+        if circuit.state is BreakerState.OPEN:
+            return
+        if circuit.state is BreakerState.HALF_OPEN:
+            if circuit.trials_in_flight:
+                self._open(target, circuit, reason="trial_stuck", stuck=calls)
+            return
+        circuit.stuck += calls
+        for _ in range(calls):
+            circuit.window.record(now, failed=True, slow=True)
+        self._check_rates(target, circuit, now, stuck=calls)
+
+    def recovered(self, target: str) -> None:
+        """Half-open ``target``'s circuit now if it is open: a probe reached the server."""
+        circuit = self._circuits.get(target)
+        if circuit is None:
+            return
+        self._refresh(target, circuit, self._clock())
+        if circuit.state is BreakerState.OPEN:
+            circuit.move_to(BreakerState.HALF_OPEN, "half_opened", circuit.window)
+            log.info("circuit.half_opened", target=target, max_trials=self._half_open_max_calls, by="probe")
+
     def _admit(self, target: str, now: float) -> int:
         circuit = self._circuits.get(target)
         if circuit is None:
@@ -168,11 +208,13 @@ class InMemoryCircuitBreaker(CircuitBreaker):
         slow = now - started_at > self._slow_call_duration_s
         if circuit.state is BreakerState.HALF_OPEN:
             self._record_trial(target, circuit, outcome, failed=failed, slow=slow)
+        elif slow and circuit.stuck:
+            circuit.stuck -= 1  # counted while it was stuck (the longest calls are the stuck ones)
         elif outcome is not _Outcome.ABANDONED:
             circuit.window.record(now, failed=failed, slow=slow)
             self._check_rates(target, circuit, now)
 
-    def _check_rates(self, target: str, circuit: _Circuit, now: float) -> None:
+    def _check_rates(self, target: str, circuit: _Circuit, now: float, **context: object) -> None:
         tally = circuit.window.tally(now)
         if tally.calls < self._minimum_calls:
             return
@@ -189,6 +231,7 @@ class InMemoryCircuitBreaker(CircuitBreaker):
             calls=tally.calls,
             failure_rate=round(tally.failure_rate, 3),
             slow_call_rate=round(tally.slow_call_rate, 3),
+            **context,
         )
 
     def _record_trial(
@@ -275,6 +318,12 @@ class AlwaysClosedCircuitBreaker(CircuitBreaker):
     def state(self, target: str) -> BreakerState:
         """Always ``CLOSED``."""
         return BreakerState.CLOSED
+
+    def record_stuck(self, target: str, calls: int) -> None:
+        """Nothing to count."""
+
+    def recovered(self, target: str) -> None:
+        """Nothing to recover: it is never open."""
 
     def transitions(self, target: str) -> Mapping[str, int]:
         """Always zero: a breaker that never trips never changes state."""

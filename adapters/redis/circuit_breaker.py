@@ -21,7 +21,7 @@ from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
 from adapters.redis._client import GuardedRedis, RedisUnavailableError
 from adapters.redis.circuit_state import Observation, Phase, RedisCircuitState
 from ports.circuit_breaker import BreakerState, CircuitBreaker
-from ports.errors import CircuitOpenError, InfrastructureError
+from ports.errors import CircuitOpenError, DeadlineExceededError, InfrastructureError
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +133,26 @@ class RedisSharedCircuitBreaker(CircuitBreaker):
             return BreakerState.OPEN
         return self._inner.state(target)
 
+    def record_stuck(self, target: str, calls: int) -> None:
+        """Count stuck calls in the local breaker; if that opens it, vote as after any opening."""
+        self._inner.record_stuck(target, calls)
+        view = self._views.get(target)
+        if view is not None:
+            self._vote_if_opened(target, view)
+
+    def recovered(self, target: str) -> None:
+        """A probe reached ``target``: the local circuit half-opens, and a shared episode ends.
+
+        Ending it is what a successful trial does (``close`` in Redis, refused there if another
+        instance holds the probe lock or reopened the flag meanwhile).
+        """
+        self._inner.recovered(target)
+        view = self._views.get(target)
+        if view is not None and self._redis_ok and view.phase is not Phase.LOCAL:
+            view.version += 1
+            view.phase, view.probe_holder = Phase.LOCAL, False
+            self._send("close", target)
+
     def transitions(self, target: str) -> Mapping[str, int]:
         """The local breaker's transitions of ``target`` (shared refusals are in ``shared_refusals``)."""
         return self._inner.transitions(target)
@@ -156,8 +176,10 @@ class RedisSharedCircuitBreaker(CircuitBreaker):
             view.trials_in_flight -= 1
             if error is not None and not isinstance(error, Exception):
                 return  # cancelled: nothing learnt, the slot is free again
+            if isinstance(error, DeadlineExceededError) and not error.server_unresponsive:
+                return  # the caller's budget ran out: nothing learnt either
             view.version += 1
-            if isinstance(error, InfrastructureError):
+            if isinstance(error, InfrastructureError | DeadlineExceededError):
                 view.phase, view.probe_holder = Phase.OPEN, False
                 view.open_until = self._clock() + self._open_s
                 self._send("reopen", target)
@@ -165,6 +187,9 @@ class RedisSharedCircuitBreaker(CircuitBreaker):
                 view.phase, view.probe_holder = Phase.LOCAL, False
                 self._send("close", target)
             return
+        self._vote_if_opened(target, view)
+
+    def _vote_if_opened(self, target: str, view: _View) -> None:
         if self._inner.state(target) is BreakerState.OPEN:
             opened = self._inner.transitions(target)["opened"]
             if opened > view.opened_seen:

@@ -82,7 +82,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     ``connect_timeout_s``) and be closed, its slot taken until then, rather than interrupt asyncpg
     half-way (see ``targets.make_engine``). A request left without an answer for
     ``statement_timeout_s + connect_timeout_s`` (a black hole, a frozen server) ends as a lost
-    connection: see :mod:`.watchdog`. The provider belongs to the event loop that first uses it;
+    connection: see :mod:`.watchdog`; with ``monitor.stuck_after_s`` and ``on_stuck`` set, requests
+    unanswered that long are reported per target first (the breaker counts them while they run).
+    ``probe_connector`` and ``discard_idle`` serve the recovery probes. The provider belongs to the
+    event loop that first uses it;
     another loop gets :class:`EventLoopMismatchError` rather than asyncpg's obscure failure.
 
     The writer may be several hosts (``postgresql://u@h1:5432,h2:5432/db``): a new connection goes
@@ -105,6 +108,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         application_name: str = "alchemy-hex",
         target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
         concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
+        on_stuck: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._options = EngineOptions(
@@ -127,6 +131,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             command_timeout_s=None if watchdog.supported() else timeouts.client_deadline_s,
         )
         self._pool = pool
+        self._statement_timeout_s = timeouts.statement_timeout_s
         self._clock = clock
         self._acquire_timeout_s = pool.acquire_timeout_s
         self._reclaim_after_s = monitor.reclaim_after_s
@@ -141,6 +146,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         self._watchdog_task: asyncio.Task[None] | None = None
         extras = target_connect_args or {}
         dsns = {WRITER: writer_url} | {f"replica-{i}": url for i, url in enumerate(replica_urls, start=1)}
+        self._dsns, self._extras = dsns, extras
         self._targets = {
             name: self._make_target(name, dsn, extras.get(name, {})) for name, dsn in dsns.items()
         }
@@ -169,6 +175,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 connections=self._open_connections,
                 clock=clock,
                 on_close=self._unresponsive,
+                stuck_after_s=monitor.stuck_after_s,
+                on_stuck=on_stuck,
             )
         self._prober = None
         if replica_urls and replicas.probe_interval_s is not None:
@@ -218,6 +226,36 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
 
     def _unresponsive(self, target: str) -> None:
         self._targets[target].unresponsive += 1
+
+    @property
+    def statement_timeout_s(self) -> float:
+        """The server-side ``statement_timeout`` every connection starts with."""
+        return self._statement_timeout_s
+
+    def probe_connector(self, target: str, *, timeout_s: float) -> Callable[[], Any]:
+        """Opens a fresh asyncpg connection to ``target`` outside its pool (for recovery probes)."""
+        self._target(target)
+        role = "writer" if target == WRITER else "replica"
+        extra = self._extras.get(target, {})
+        return probe_connector(self._dsns[target], self._options, extra, role=role, timeout_s=timeout_s)
+
+    def discard_idle(self, target: str) -> int:
+        """Abort ``target``'s idle pooled connections, so each is replaced by a fresh one at checkout.
+
+        After an outage (a restart leaves every pooled connection dead, a frozen server may have
+        lost them) the first calls must not spend their attempt on a corpse. Checked-out
+        connections are left to their holders. Returns how many were discarded.
+        """
+        state = self._target(target)
+        discarded = 0
+        for key in list(state.idle_since):
+            driver = state.drivers.get(key)
+            if driver is not None and not driver.is_closed():
+                driver.terminate()  # the checkout hook sees it closed and has the pool reconnect
+                discarded += 1
+        if discarded:
+            log.info("pool.idle_discarded", target=target, connections=discarded)
+        return discarded
 
     @property
     def replica_names(self) -> tuple[str, ...]:

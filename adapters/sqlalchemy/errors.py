@@ -10,9 +10,11 @@ from typing import Final
 
 from sqlalchemy import exc as sa_exc
 
+from ports.deadline import DeadlineStage, remaining_s
 from ports.errors import (
     DatabaseUnavailableError,
     DataIntegrityError,
+    DeadlineExceededError,
     HexError,
     InfrastructureError,
     PermissionDeniedError,
@@ -26,6 +28,10 @@ from ports.errors import (
 _UNAVAILABLE_CLASSES: Final = ("08", "53", "57P", "58")
 _CONFLICT_CODES: Final = frozenset({"40001", "40P01"})
 _TIMEOUT_CODES: Final = frozenset({"57014", "55P03", "25P03"})  # canceled, lock timeout, idle-in-tx
+_CANCELED_CODE: Final = "57014"
+# A statement the server cancelled at the caller's deadline (its ``statement_timeout`` was set to
+# the time left) ends a few milliseconds either side of it, as the two clocks started apart.
+_DEADLINE_SLACK_S: Final = 0.02
 _READ_ONLY_CODE: Final = "25006"
 _INTEGRITY_CLASS: Final = "23"
 _LOGIN_CLASSES: Final = ("28", "3D")  # bad credentials, unknown database: not retryable
@@ -74,6 +80,8 @@ def translate(error: BaseException, *, target: str) -> HexError:
     if (tls := _tls_failure(error, target)) is not None:
         return tls
     code = sqlstate_of(error)
+    if (late := _past_deadline(error, code, target)) is not None:
+        return late
     detail = f"{target}: {type(error).__name__}" + (f" (SQLSTATE {code})" if code else "")
     if code in _CONFLICT_CODES:
         return TransactionConflictError(f"transaction rolled back by the server on {detail}")
@@ -83,10 +91,12 @@ def translate(error: BaseException, *, target: str) -> HexError:
         return ReadOnlyViolationError(f"write attempted in a read-only unit of work on {detail}")
     if code is not None and code.startswith(_INTEGRITY_CLASS):
         return DataIntegrityError(f"constraint violated on {detail}: {_first_line(error)}")
-    if (code is not None and code.startswith(_UNAVAILABLE_CLASSES)) or _is_connection_failure(error):
-        return DatabaseUnavailableError(f"database unavailable: {detail}")
+    # Before the connection check: TimeoutError is an OSError, but a client-side timeout is a
+    # request that took too long, not a connection that failed.
     if isinstance(error, TimeoutError | asyncio.TimeoutError):
         return QueryTimeoutError(f"timed out talking to {detail}")
+    if (code is not None and code.startswith(_UNAVAILABLE_CLASSES)) or _is_connection_failure(error):
+        return DatabaseUnavailableError(f"database unavailable: {detail}")
     if code is not None and code.startswith(_LOGIN_CLASSES):
         # The server's reason (no client certificate, pg_hba rejects, failed password) names the
         # role and database at most, never a secret.
@@ -96,6 +106,24 @@ def translate(error: BaseException, *, target: str) -> HexError:
     if code is not None:
         return HexError(f"database error on {detail}: {_first_line(error)}")
     return InfrastructureError(f"unexpected driver error on {detail}")
+
+
+def _past_deadline(error: BaseException, code: str | None, target: str) -> DeadlineExceededError | None:
+    """``DeadlineExceededError`` for a statement that ended because the caller's deadline passed.
+
+    Cancelled by the server (its ``statement_timeout`` was the time left), timed out on the client,
+    or cut by the unit of work's backstop (no answer by the deadline plus a grace): the last is
+    marked ``server_unresponsive``, so the circuit breaker counts it as a failure.
+    """
+    left = remaining_s()
+    if left is None or left > _DEADLINE_SLACK_S:
+        return None
+    if code == _CANCELED_CODE or isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return DeadlineExceededError(DeadlineStage.STATEMENT, target=target)
+    lost = code.startswith("08") if code is not None else _is_connection_failure(error)
+    if lost:  # connection exception: the backstop (or the network) ended the request
+        return DeadlineExceededError(DeadlineStage.STATEMENT, target=target, server_unresponsive=True)
+    return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -83,13 +83,16 @@ class MonitorOptions:
 
     A checkout held past ``leak_detection_threshold_s`` is logged with its stack; one held past
     ``reclaim_after_s`` is invalidated and its holder gets ``ConnectionReclaimedError`` (both off
-    by default); the pool statistics are logged every ``stats_log_interval_s``.
+    by default); the pool statistics are logged every ``stats_log_interval_s``. A request left
+    without an answer for ``stuck_after_s`` is reported to the provider's ``on_stuck`` (off by
+    default; the container sets it to the breaker's slow-call duration).
     """
 
     interval_s: float = 1.0
     leak_detection_threshold_s: float | None = None
     reclaim_after_s: float | None = None
     stats_log_interval_s: float | None = 60.0
+    stuck_after_s: float | None = None
 
 
 #: The defaults, shared (the groups are frozen) so that a constructor's signature can name them.

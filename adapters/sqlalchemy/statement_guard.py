@@ -18,12 +18,14 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import time
 from typing import Final
 
 from sqlalchemy.dialects.postgresql.asyncpg import PGExecutionContext_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ports.errors import TransactionControlError
+from ports.deadline import DeadlineStage
+from ports.errors import DeadlineExceededError, TransactionControlError
 
 #: The execution option under which a unit of work hands its :class:`UnitSession` to the guard.
 UNIT_OPTION: Final = "hex_unit"
@@ -64,10 +66,12 @@ class Verdict(enum.Enum):
 class UnitSession:
     """What the guard learned about one unit's connection while the unit ran."""
 
-    __slots__ = ("dirty", "failed", "kind")
+    __slots__ = ("dirty", "expires_at", "failed", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        #: The caller's deadline (``time.monotonic()``), if any: a statement past it is not sent.
+        self.expires_at: float | None = None
         #: A statement changed the session: the connection must not serve another unit.
         self.dirty = False
         #: A statement failed on the server and no savepoint was rolled back to since: the
@@ -136,6 +140,8 @@ def install(engine: AsyncEngine) -> None:
 
 
 def _check(unit: UnitSession, statement: str) -> None:
+    if unit.expires_at is not None and time.monotonic() >= unit.expires_at:
+        raise DeadlineExceededError(DeadlineStage.STATEMENT)
     verdict = classify(statement)
     if verdict is Verdict.REFUSE:
         raise TransactionControlError(

@@ -8,17 +8,19 @@ transaction, the policies, the routing and the ``READ ONLY`` enforcement.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Final, Generic, Self, TypeVar
 
 import structlog
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from adapters.asyncio.shielding import run_to_completion
+from adapters.sqlalchemy import watchdog
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.errors import translate
 from adapters.sqlalchemy.statement_guard import UNIT_OPTION, UnitSession
@@ -26,10 +28,12 @@ from adapters.sqlalchemy.targets import SessionChanged
 from adapters.sqlalchemy.wal import insert_position, wait_for_replay
 from ports.circuit_breaker import BreakerState, CircuitBreaker
 from ports.connection_provider import WRITER, CausalToken, Intent, Priority, ReadRoute, ReplicaView
+from ports.deadline import DeadlineStage, expires_at, require
 from ports.errors import (
     CircuitOpenError,
     CommitOutcomeUnknownError,
     DatabaseUnavailableError,
+    DeadlineExceededError,
     HexError,
     InfrastructureError,
     NoHealthyReplicaError,
@@ -42,6 +46,11 @@ from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOptions
 
 log = structlog.get_logger(__name__)
 R = TypeVar("R")
+
+#: How long after the caller's deadline the unit cuts a request the server has not answered. The
+#: server was told to cancel it at the deadline (``statement_timeout``), so an answer, even the
+#: cancellation's, should be back by then; one that is not means the server or the way to it is gone.
+DEADLINE_GRACE_S: Final = 0.1
 
 
 class Transaction:
@@ -109,6 +118,15 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
     (``SET`` without ``LOCAL``, ``set_config``, session advisory locks...) is closed afterwards
     instead of serving the next unit. A read unit's ``commit()`` ends its transaction with
     ``ROLLBACK``: it wrote nothing, and whatever it changed in the session is undone with it.
+
+    Under a caller's deadline (:mod:`ports.deadline`) every stage is bounded by the time left: the
+    rate limiter's wait, the admission wait and the connect (see the provider's ``Lease``), each
+    statement (``SET LOCAL statement_timeout`` to the time left, sent only when that is shorter
+    than the configured timeout; a statement due after the deadline is not sent), and, as a
+    backstop, a request still unanswered ``deadline_grace_s`` after the deadline is cut on the
+    client (the connection is discarded, never returned mid-request). A deadline that passes
+    before ``COMMIT`` rolls the unit back (``DeadlineExceededError`` at stage ``commit``, nothing
+    applied). Without a deadline none of this costs anything.
     """
 
     def __init__(
@@ -125,6 +143,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         fallback_to_writer: bool = True,
         isolation_level: str = "READ COMMITTED",
         causal_wait_s: float = 1.0,
+        deadline_grace_s: float = DEADLINE_GRACE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._provider = provider
@@ -140,6 +159,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         self._after = options.causal_token
         self._issue_token = options.issue_causal_token
         self._causal_wait_s = causal_wait_s
+        self._deadline_grace_s = deadline_grace_s
+        self._backstop: asyncio.TimerHandle | None = None
         self._clock = clock
         self._token: CausalToken | None = None
         self._stack: AsyncExitStack | None = None
@@ -183,7 +204,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise HexError("a unit of work is used once; make a new one for each transaction")
-        await self._rate_limiter.acquire(self._rate_limit_key)
+        left = require(DeadlineStage.START)
+        if left is None:
+            await self._rate_limiter.acquire(self._rate_limit_key)
+        else:
+            await self._acquire_by(left)
         if self._intent is Intent.WRITE:
             await self._open(WRITER)
             return self
@@ -195,6 +220,42 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         in_recovery = bool(self._connection_or_fail().info.get("in_recovery"))
         self._provider.record_read(self._target, in_recovery=in_recovery, route=route)
         return self
+
+    async def _acquire_by(self, left: float) -> None:
+        # Limiters hand their reservation back when cancelled, so a wait cut short costs nothing.
+        try:
+            async with asyncio.timeout(left) as scope:
+                await self._rate_limiter.acquire(self._rate_limit_key)
+        except TimeoutError:
+            if scope.expired():
+                raise DeadlineExceededError(DeadlineStage.RATE_LIMITER) from None
+            raise
+
+    async def _bound_by_deadline(self, connection: AsyncConnection, target: str) -> None:
+        """Make the server cancel what outlasts the deadline, and cut what it leaves unanswered."""
+        at = expires_at()
+        if at is None:
+            return
+        self._session.expires_at = at
+        left = require(DeadlineStage.STATEMENT, target=target)
+        assert left is not None  # a deadline is set
+        raw = await connection.get_raw_connection()
+        # Armed first: BEGIN and the SET below are requests a frozen server leaves unanswered too.
+        loop = asyncio.get_running_loop()
+        self._backstop = loop.call_later(
+            left + self._deadline_grace_s, self._cut, raw.driver_connection, target
+        )
+        if left < self._provider.statement_timeout_s:
+            try:
+                await _limit_statements(raw.dbapi_connection, max(1, int(left * 1000)))
+            except Exception as exc:  # below SQLAlchemy: the adapter's and asyncpg's own errors
+                raise translate(exc, target=target) from exc
+
+    def _cut(self, driver: Any, target: str) -> None:
+        self._backstop = None
+        reason = f"no answer from {target!r} {self._deadline_grace_s:g}s after the caller's deadline"
+        if watchdog.cut_request(driver, reason):
+            log.warning("uow.deadline_cut", target=target, grace_s=self._deadline_grace_s)
 
     async def _open_read(self) -> ReadRoute:
         if not self._provider.replica_names:
@@ -270,7 +331,9 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
                 options["isolation_level"] = self._isolation_level
             await connection.execution_options(**options)
             await connection.begin()
+            await self._bound_by_deadline(connection, target)
         except BaseException as error:
+            self._disarm()
             await stack.__aexit__(type(error), error, error.__traceback__)
             if isinstance(error, sa_exc.DBAPIError | OSError):
                 raise translate(error, target=target) from error
@@ -284,8 +347,17 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
             raise _not_open()
         return self._connection
 
+    def _disarm(self) -> None:
+        if self._backstop is not None:
+            self._backstop.cancel()
+            self._backstop = None
+
     async def commit(self) -> None:
         connection = self._connection_or_fail()
+        if self._session.expires_at is not None:
+            # Past the deadline the caller has given up: a known "nothing applied" beats a commit
+            # nobody waits for.
+            require(DeadlineStage.COMMIT, target=self._target)
         # COMMIT must not be abandoned half-way by a cancellation: run it to its end, so the
         # connection is left in a known state and the outcome is settled one way or the other.
         # A read unit has nothing to keep: ROLLBACK also undoes any session setting it changed.
@@ -303,7 +375,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
             await run_to_completion(end())
         except (sa_exc.DBAPIError, OSError) as exc:
             error = translate(exc, target=self._target)
-            if isinstance(error, DatabaseUnavailableError):
+            lost = isinstance(error, DeadlineExceededError) and error.server_unresponsive
+            if isinstance(error, DatabaseUnavailableError) or lost:
                 raise CommitOutcomeUnknownError(
                     f"connection to {self._target!r} failed during COMMIT; the transaction may have applied"
                 ) from exc
@@ -340,6 +413,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._disarm()
         stack, connection = self._stack, self._connection
         if stack is None or connection is None:
             return
@@ -365,3 +439,18 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
                     )
             finally:
                 await stack.__aexit__(exc_type, exc, tb)
+
+
+async def _limit_statements(adapted: Any, timeout_ms: int) -> None:
+    """``SET LOCAL statement_timeout`` on the unit's transaction: one round trip, nothing cached.
+
+    Sent through asyncpg's simple-query protocol, not SQLAlchemy's ``execute``: the asyncpg dialect
+    prepares every statement and keeps it in a 100-entry cache, and a ``SET`` with a different
+    number each time would push the service's own statements out of it. The dialect begins its
+    transaction lazily at the first statement; it is begun here first, as that statement would
+    (SQLAlchemy 2.x's asyncpg adapter: ``_execute_mutex``, ``_transaction``, ``_start_transaction``).
+    """
+    async with adapted._execute_mutex:
+        if adapted._transaction is None:
+            await adapted._start_transaction()
+        await adapted._connection.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")

@@ -17,12 +17,18 @@ It reads CPython asyncio internals that have been stable since Python 3.4 (``Tas
 the future a task is suspended on, and ``Future._callbacks``) and recognises asyncpg's wait by the
 protocol's own done callback on it. :func:`supported` says whether those are there; without them
 the provider falls back to asyncpg's per-request timer.
+
+Two more uses of the same look: with ``stuck_after_s`` set, requests that have waited longer are
+reported once per target to ``on_stuck`` (the circuit breaker counts them while they still run,
+so a frozen server opens the circuit after about that long), and :func:`cut_request` ends the
+request pending on one connection at once (a unit of work's backstop at its caller's deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -57,19 +63,27 @@ class DeadlineWatchdog:
         connections: Callable[[], Iterable[tuple[str, Any]]],
         clock: Callable[[], float],
         on_close: Callable[[str], None] | None = None,
+        stuck_after_s: float | None = None,
+        on_stuck: Callable[[str, int], None] | None = None,
     ) -> None:
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s!r}")
+        if stuck_after_s is not None and not stuck_after_s > 0:
+            raise ValueError(f"stuck_after_s must be > 0, got {stuck_after_s!r}")
         self.deadline_s = deadline_s
+        self.stuck_after_s = stuck_after_s if on_stuck is not None else None
         self._connections = connections
         self._clock = clock
         self._on_close = on_close
-        # Per protocol: the request's waiter seen at the last look, and when it was first seen.
-        self._waits: dict[int, tuple[asyncio.Future[Any], float]] = {}
+        self._on_stuck = on_stuck
+        # Per protocol: the request's waiter seen at the last look, when it was first seen, and
+        # whether it was reported stuck.
+        self._waits: dict[int, tuple[asyncio.Future[Any], float, bool]] = {}
 
     @property
     def period_s(self) -> float:
-        return max(self.deadline_s / CHECKS_PER_DEADLINE, 0.005)
+        shortest = min(self.deadline_s, self.stuck_after_s or math.inf)
+        return max(shortest / CHECKS_PER_DEADLINE, 0.005)
 
     async def run(self) -> None:
         while True:
@@ -83,36 +97,34 @@ class DeadlineWatchdog:
             self._waits = {}
             return 0
         now, closed, waits = self._clock(), 0, {}
-        for task in asyncio.all_tasks():
-            waiter = getattr(task, "_fut_waiter", None)
-            if waiter is None or waiter.done():
+        stuck: dict[str, int] = {}
+        for waiter, protocol in _pending_requests():
+            entry = owned.get(id(protocol))
+            if entry is None or entry[1]._protocol is not protocol:
                 continue
-            for callback, _context in getattr(waiter, "_callbacks", None) or ():
-                protocol = getattr(callback, "__self__", None)
-                entry = owned.get(id(protocol))
-                if entry is None or entry[1]._protocol is not protocol:
-                    continue
-                seen = self._waits.get(id(protocol))
-                since = seen[1] if seen is not None and seen[0] is waiter else now
-                if now - since >= self.deadline_s:
-                    self._close(entry[0], entry[1], waiter, now - since)
-                    closed += 1
-                else:
-                    waits[id(protocol)] = (waiter, since)
-                break
+            seen = self._waits.get(id(protocol))
+            since, reported = (seen[1], seen[2]) if seen is not None and seen[0] is waiter else (now, False)
+            if now - since >= self.deadline_s:
+                self._close(entry[0], entry[1], waiter, now - since)
+                closed += 1
+                continue
+            if not reported and self.stuck_after_s is not None and now - since >= self.stuck_after_s:
+                reported = True
+                stuck[entry[0]] = stuck.get(entry[0], 0) + 1
+            waits[id(protocol)] = (waiter, since, reported)
         self._waits = waits
+        if self._on_stuck is not None:
+            for target, count in stuck.items():
+                log.warning("connection.stuck", target=target, requests=count, after_s=self.stuck_after_s)
+                self._on_stuck(target, count)
         return closed
 
     def _close(self, target: str, connection: Any, waiter: asyncio.Future[Any], waited_s: float) -> None:
-        # What asyncpg's own timeout does, except that a cancel request would vanish down the same
-        # black hole: fail the wait, then abort the connection (no network round trip).
-        waiter.set_exception(
-            _asyncpg_errors.ConnectionDoesNotExistError(
-                f"connection was closed in the middle of operation: no answer from {target!r} "
-                f"for {waited_s:.2f}s (client deadline {self.deadline_s:g}s)"
-            )
+        _cut(
+            connection,
+            waiter,
+            f"no answer from {target!r} for {waited_s:.2f}s (client deadline {self.deadline_s:g}s)",
         )
-        connection.terminate()
         if self._on_close is not None:
             self._on_close(target)
         log.warning(
@@ -121,3 +133,42 @@ class DeadlineWatchdog:
             waited_s=round(waited_s, 3),
             deadline_s=self.deadline_s,
         )
+
+
+def _pending_requests() -> Iterable[tuple[asyncio.Future[Any], Any]]:
+    """``(waiter, protocol)`` for every task waiting on an answer of some asyncpg connection."""
+    for task in asyncio.all_tasks():
+        waiter = getattr(task, "_fut_waiter", None)
+        if waiter is None or waiter.done():
+            continue
+        for callback, _context in getattr(waiter, "_callbacks", None) or ():
+            # The task's own wake-up is a bound method too: callers match the protocols they own.
+            protocol = getattr(callback, "__self__", None)
+            if protocol is not None:
+                yield waiter, protocol
+
+
+def _cut(connection: Any, waiter: asyncio.Future[Any], reason: str) -> None:
+    # What asyncpg's own timeout does, except that a cancel request would vanish down the same
+    # black hole: fail the wait, then abort the connection (no network round trip).
+    waiter.set_exception(
+        _asyncpg_errors.ConnectionDoesNotExistError(
+            f"connection was closed in the middle of operation: {reason}"
+        )
+    )
+    connection.terminate()
+
+
+def cut_request(connection: Any, reason: str) -> bool:
+    """End the request pending on the asyncpg ``connection``, as the watchdog would; whether there was one.
+
+    The waiting caller gets asyncpg's "connection was closed in the middle of operation" and the
+    connection is aborted, so SQLAlchemy discards it: never back in the pool mid-request. With no
+    request pending, nothing is touched. Looks at every task once: for rare use (a deadline's backstop).
+    """
+    protocol = getattr(connection, "_protocol", None)
+    for waiter, waiting_on in _pending_requests():
+        if waiting_on is protocol:
+            _cut(connection, waiter, reason)
+            return True
+    return False

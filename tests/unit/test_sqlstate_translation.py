@@ -140,9 +140,8 @@ UNCODED: Final[dict[str, tuple[BaseException, type[HexError]]]] = {
         ),
         DatabaseUnavailableError,
     ),
-    # TimeoutError is an OSError, so it is taken for a lost connection before translate's own
-    # TimeoutError branch (which no error reaches) could make it a QueryTimeoutError.
-    "client timeout": (TimeoutError(), DatabaseUnavailableError),
+    # TimeoutError is an OSError, but a request that took too long, not a lost connection.
+    "client timeout": (TimeoutError(), QueryTimeoutError),
     "unknown driver error": (
         sa_exc.DBAPIError.instance("SELECT 1", None, DBAPI.Error("something odd"), DBAPI.Error),
         InfrastructureError,
