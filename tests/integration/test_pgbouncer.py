@@ -32,7 +32,17 @@ def bouncer_dsn() -> Iterator[str]:
 
 
 async def _workload(dsn: str, *, pgbouncer_mode: bool) -> tuple[int, int, bool]:
-    settings = make_settings(dsn, database={"pgbouncer": pgbouncer_mode, "pool_size": 8, "pre_ping": False})
+    # Generous waits: what is counted is prepared-statement failures, not a loaded machine's queueing.
+    settings = make_settings(
+        dsn,
+        database={
+            "pgbouncer": pgbouncer_mode,
+            "pool_size": 8,
+            "pre_ping": False,
+            "acquire_timeout_s": 30.0,
+            "connect_timeout_s": 10.0,
+        },
+    )
     container: Container = create_container(settings)
     await start_resources(container)
     failures = successes = 0

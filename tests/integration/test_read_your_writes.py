@@ -36,7 +36,13 @@ async def _container(servers: Replicated, **replicas: Any) -> Container:
     settings = make_settings(
         servers.primary.dsn(),
         servers.replica_dsns,
-        database={"pool_size": WORKERS, "max_overflow": 0},
+        # Generous waits: a loaded machine's slow connects are not what these tests count.
+        database={
+            "pool_size": WORKERS,
+            "max_overflow": 0,
+            "acquire_timeout_s": 30.0,
+            "connect_timeout_s": 10.0,
+        },
         replicas={"probe_interval_s": 0.1, **replicas},
     )
     built = create_container(settings)

@@ -1,0 +1,228 @@
+"""Client instructions per operation, counted by callgrind: a figure a loaded machine cannot move.
+
+``python -m tests.benchmarks.instructions`` runs each operation 100 and then 600 times, one at a
+time, in a Python process under ``valgrind --tool=callgrind``, and reports the difference divided
+by 500: start-up, imports and the pool's first connections cancel out, what is left is the cost of
+one more operation in this process (the server's work is not counted: it runs elsewhere). The
+wall-clock ratios of ``make bench`` swing by 15 % on a shared 2-core machine; these do not.
+``--ops d_hex_provider,e_hex_unit_of_work`` picks some. Prints a table and the ratios, and merges
+``instructions`` into ``bench-results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from sqlalchemy import text
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+OPS: Final = (
+    "b_sqlalchemy_connect",
+    "c_sqlalchemy_session",
+    "d_hex_provider",
+    "e_hex_unit_of_work",
+    "f_sqlalchemy_orm_session",
+    "g_hex_orm_unit_of_work",
+)
+RATIOS: Final = {
+    "provider_vs_sqlalchemy": ("d_hex_provider", "b_sqlalchemy_connect"),
+    "uow_vs_session": ("e_hex_unit_of_work", "c_sqlalchemy_session"),
+    "orm_uow_vs_session": ("g_hex_orm_unit_of_work", "f_sqlalchemy_orm_session"),
+}
+SMALL, LARGE = 100, 600
+SELECT_1: Final = text("SELECT 1")
+
+
+async def _run_op(dsn: str, name: str, count: int) -> None:
+    """The child's work: ``count`` times the operation ``name``, sequentially."""
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+    from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
+    from adapters.memory.rate_limiter import TokenBucketRateLimiter
+    from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
+    from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
+    from adapters.sqlalchemy.ledger.repositories import ledger_repositories
+    from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
+    from adapters.sqlalchemy.targets import asyncpg_url
+    from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+    from ports.connection_provider import Intent
+    from tests.orm_model import Author, orm_repositories
+
+    engine = create_async_engine(asyncpg_url(dsn), pool_size=2, max_overflow=0)
+    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=dsn,
+        pool=PoolOptions(pool_size=2, max_overflow=0),
+        monitor=MonitorOptions(stats_log_interval_s=None),
+    )
+    limiter, breaker, strategy = (
+        TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6),
+        InMemoryCircuitBreaker(),
+        RoundRobinReplicaStrategy(),
+    )
+    keys = iter(range(10**9))
+
+    def unit(repositories: Callable[..., object]) -> SqlAlchemyUnitOfWork[object]:
+        return SqlAlchemyUnitOfWork(
+            provider=provider,
+            repositories=repositories,
+            rate_limiter=limiter,
+            circuit_breaker=breaker,
+            replica_strategy=strategy,
+        )
+
+    async def b_sqlalchemy_connect() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(SELECT_1)
+
+    async def c_sqlalchemy_session() -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(SELECT_1)
+
+    async def d_hex_provider() -> None:
+        await limiter.acquire()
+        with breaker.guard("writer"):
+            async with provider.connection(Intent.WRITE) as connection:
+                await connection.execute(SELECT_1)
+
+    async def e_hex_unit_of_work() -> None:
+        async with unit(ledger_repositories) as uow:
+            await uow.connection.execute(SELECT_1)
+            await uow.commit()
+
+    async def f_sqlalchemy_orm_session() -> None:
+        async with sessions() as session, session.begin():
+            author = await session.get(Author, next(keys) % 100 + 1)
+            assert author is not None
+            author.visits += 1
+
+    async def g_hex_orm_unit_of_work() -> None:
+        async with unit(orm_repositories) as uow:
+            author = await uow.repos.get(next(keys) % 100 + 1)  # type: ignore[attr-defined]
+            assert author is not None
+            author.visits += 1
+            await uow.commit()
+
+    ops: dict[str, Callable[[], Awaitable[None]]] = {
+        "b_sqlalchemy_connect": b_sqlalchemy_connect,
+        "c_sqlalchemy_session": c_sqlalchemy_session,
+        "d_hex_provider": d_hex_provider,
+        "e_hex_unit_of_work": e_hex_unit_of_work,
+        "f_sqlalchemy_orm_session": f_sqlalchemy_orm_session,
+        "g_hex_orm_unit_of_work": g_hex_orm_unit_of_work,
+    }
+    op = ops[name]
+    try:
+        for _ in range(3):  # both pools' connections opened before the counted part
+            await op()
+        for _ in range(count):
+            await op()
+    finally:
+        await provider.aclose()
+        await engine.dispose()
+
+
+async def _seed(dsn: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from adapters.sqlalchemy.targets import asyncpg_url
+    from tests.benchmarks.provider_bench import _seed_orm_rows
+
+    engine = create_async_engine(asyncpg_url(dsn))
+    try:
+        await _seed_orm_rows(engine)  # the same rows as make bench
+    finally:
+        await engine.dispose()
+
+
+def _instructions(dsn: str, name: str, count: int, out: Path) -> int:
+    target = out / f"{name}-{count}.out"
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={target}",
+            sys.executable,
+            "-m",
+            "tests.benchmarks.instructions",
+            "--child",
+            name,
+            str(count),
+            dsn,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{name} x{count} under callgrind failed: {done.stderr[-1500:]}")
+    return int(found.group(1))
+
+
+@contextmanager
+def _server() -> Iterator[str]:
+    import os
+
+    if url := os.environ.get("BENCH_DATABASE_URL"):
+        yield url
+        return
+    from adapters.postgres.cluster import PostgresCluster, find_binaries
+
+    with PostgresCluster(binaries=find_binaries()) as cluster:
+        yield cluster.dsn()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--child", nargs=3, metavar=("OP", "COUNT", "DSN"), help=argparse.SUPPRESS)
+    parser.add_argument("--ops", default=",".join(OPS), help="comma-separated operations to count")
+    args = parser.parse_args()
+    if args.child:
+        name, count, dsn = args.child
+        asyncio.run(_run_op(dsn, name, int(count)))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian package valgrind)")
+    chosen = [op for op in args.ops.split(",") if op]
+    unknown = sorted(set(chosen) - set(OPS))
+    if unknown:
+        raise SystemExit(f"unknown operations: {', '.join(unknown)} (known: {', '.join(OPS)})")
+    per_op: dict[str, int] = {}
+    with _server() as dsn, tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_seed(dsn))
+        for name in chosen:
+            small = _instructions(dsn, name, SMALL, Path(tmp))
+            large = _instructions(dsn, name, LARGE, Path(tmp))
+            per_op[name] = round((large - small) / (LARGE - SMALL))
+            print(f"{name:<28} {per_op[name]:>12,} instructions per operation", flush=True)
+    ratios = {
+        key: round(per_op[theirs] / per_op[ours], 3)
+        for key, (ours, theirs) in RATIOS.items()
+        if ours in per_op and theirs in per_op
+    }
+    for key, value in ratios.items():
+        print(
+            f"{key:<28} {value:>12} (theirs / ours: above 1 means fewer instructions than plain SQLAlchemy)"
+        )
+    path = ROOT / "bench-results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["instructions"] = {"per_operation": per_op, "ratios": ratios}
+    path.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
