@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PgBouncer for its test, unpacked from Debian's packages (see tests/fetch_pgbouncer.sh).
 export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
 
-.PHONY: demo test lint typecheck imports unit bench pgbouncer clean
+.PHONY: demo test lint typecheck imports unit bench bench-instructions pgbouncer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.provider_bench
 	$(BIN)/python -m tests.benchmarks.adaptive_bench
 	$(BIN)/python -m tests.benchmarks.outage_bench
+
+# Client instructions per operation under callgrind (minutes): the figure a loaded machine cannot move.
+bench-instructions: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.instructions
 
 # Every fault scenario at full length on throwaway servers (about two minutes); writes chaos-results.json.
 # make runs from the project root, which `python -m` puts on sys.path for the tests package.
