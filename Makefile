@@ -41,6 +41,7 @@ test: lint typecheck imports pgbouncer
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.provider_bench
 	$(BIN)/python -m tests.benchmarks.adaptive_bench
+	$(BIN)/python -m tests.benchmarks.spike_bench
 
 # Every fault scenario at full length on throwaway servers (about two minutes); writes chaos-results.json.
 # make runs from the project root, which `python -m` puts on sys.path for the tests package.
