@@ -205,10 +205,11 @@ async def sustained(pool: Pool) -> dict[str, Any]:
 
 async def run_all(dsn: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for name, make in (
-        ("alchemy_hex", lambda: provider_pool(dsn)[0]),
-        ("sqlalchemy", lambda: sqlalchemy_pool(dsn)),
-    ):
+    makers: dict[str, Callable[[], Pool]] = {
+        "alchemy_hex": lambda: provider_pool(dsn)[0],
+        "sqlalchemy": lambda: sqlalchemy_pool(dsn),
+    }
+    for name, make in makers.items():
         row: dict[str, Any] = {}
         for variant, measure in (("spike", spike), ("sustained", sustained)):
             pool = make()
