@@ -156,7 +156,7 @@ class FaultProxy:
         self._faults = replace(self._faults, latency_s=round_trip_s)
 
     def set_connect_delay(self, delay_s: float) -> None:
-        """Hold every new connection for ``delay_s`` before it reaches the server; traffic after is not delayed."""
+        """Hold each new connection ``delay_s`` before it reaches the server; later traffic is not delayed."""
         if delay_s < 0:
             raise ValueError(f"connect delay must be >= 0, got {delay_s!r}")
         self._faults = replace(self._faults, connect_delay_s=delay_s)
