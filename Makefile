@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.provider_bench
 	$(BIN)/python -m tests.benchmarks.adaptive_bench
 	$(BIN)/python -m tests.benchmarks.outage_bench
+	$(BIN)/python -m tests.benchmarks.spike_bench
 
 # Client instructions per operation under callgrind (minutes): the figure a loaded machine cannot move.
 bench-instructions: $(STAMP)

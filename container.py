@@ -105,6 +105,7 @@ def build_connection_provider(
             keepalive_s=database.keepalive_s,
             idle_timeout_s=database.idle_timeout_s,
             min_idle=database.min_idle,
+            max_concurrent_connects=database.max_concurrent_connects,
             pgbouncer=database.pgbouncer,
         ),
         timeouts=TimeoutOptions(

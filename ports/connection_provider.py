@@ -49,6 +49,8 @@ class TargetStats:
     waiting: int
     connect_failures: int
     in_recovery: bool | None = None
+    #: Connects under way in the background to grow the pool.
+    connecting: int = 0
     opened: int = 0
     closed: int = 0
     lost: int = 0

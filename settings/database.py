@@ -13,7 +13,13 @@ from settings.group import SettingsGroup
 
 
 class DatabaseSettings(SettingsGroup):
-    """Where the writer and replicas are, and how connections to them behave."""
+    """Where the writer and replicas are, and how connections to them behave.
+
+    Each target's pool holds at most ``pool_size + max_overflow`` connections (the maximum),
+    opened in the background at most ``max_concurrent_connects`` at a time, only while requests
+    wait that the connections coming back will not serve, or while fewer than ``min_idle``
+    (default ``pool_size``) are open; the idle timeout closes connections beyond ``min_idle``.
+    """
 
     url: PostgresDsn | None = None
     replica_urls: tuple[PostgresDsn, ...] = ()
@@ -37,8 +43,15 @@ class DatabaseSettings(SettingsGroup):
     keepalive_s: float | None = Field(default=60.0, gt=0)
     idle_timeout_s: float | None = Field(default=600.0, gt=0)
     min_idle: int | None = Field(default=None, ge=0)
+    max_concurrent_connects: int = Field(default=1, ge=1, le=100)
     stats_log_interval_s: float | None = Field(default=60.0, gt=0)
     application_name: str = Field(default="alchemy-hex", max_length=63)
+
+    @model_validator(mode="after")
+    def _min_idle_fits_the_maximum(self) -> Self:
+        if self.min_idle is not None and self.min_idle > self.pool_size + self.max_overflow:
+            raise ValueError("min_idle must not exceed the maximum, pool_size + max_overflow")
+        return self
 
 
 class ReplicaSettings(SettingsGroup):

@@ -46,6 +46,7 @@ class AdmissionGate:
         describe: Callable[[], str] | None = None,
         limit: ConcurrencyLimit | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_queue: Callable[[], None] | None = None,
     ) -> None:
         if capacity < 1 or max_waiting < 0:
             raise ValueError(f"gate {name!r} needs capacity >= 1 and max_waiting >= 0")
@@ -61,7 +62,11 @@ class AdmissionGate:
         self._queues: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
         self._in_use = 0
         self._waiting = 0
+        # Queued requests already answered (a slot or an error) whose task has not resumed yet.
+        self._settled = 0
         self._closed = False
+        # Told whenever a request joins the queue (off the fast path), e.g. to grow the pool.
+        self.on_queue = on_queue
         self.counters = GateCounters()
 
     @property
@@ -73,6 +78,11 @@ class AdmissionGate:
         return self._waiting
 
     @property
+    def unserved(self) -> int:
+        """Queued requests not yet given a slot (or an error): what more connections could serve."""
+        return self._waiting - self._settled
+
+    @property
     def adaptive(self) -> bool:
         """Whether an adaptive limit learns from the samples given to :meth:`release`."""
         return self._limit is not None
@@ -80,6 +90,33 @@ class AdmissionGate:
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    @property
+    def ceiling(self) -> int:
+        """The most holders ever admitted at once, whatever the adaptive limit says."""
+        return self._max_capacity
+
+    def set_ceiling(self, ceiling: int) -> None:
+        """Move the ceiling (a growing pool: how many connections it holds); 0 admits nobody.
+
+        The caller must not lower it below :attr:`in_use`: the holders already admitted keep their slots.
+        """
+        self._max_capacity = max(0, ceiling)
+        limit = self._limit
+        self._capacity = self._max_capacity if limit is None else min(self._max_capacity, max(1, limit.limit))
+        self._wake()
+
+    def fail_waiting(self, error: Callable[[], BaseException]) -> int:
+        """Fail every queued request with a fresh ``error()`` (nothing will serve them); returns how many."""
+        failed = 0
+        for queue in self._queues.values():
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_exception(error())
+                    self._settled += 1
+                    failed += 1
+        return failed
 
     def set_capacity(self, capacity: int) -> None:
         """Change how many may hold a slot (an adaptive limit moves it); excess holders drain naturally."""
@@ -128,6 +165,7 @@ class AdmissionGate:
                 future = queue.pop()
                 if not future.done():
                     self.counters.rejected += 1
+                    self._settled += 1
                     future.set_exception(
                         PoolQueueFullError(
                             f"pool {self.name!r} wait queue is full; a {priority.name} request took the place"
@@ -143,6 +181,8 @@ class AdmissionGate:
         self.counters.queued += 1
         started = self._clock()
         try:
+            if self.on_queue is not None:
+                self.on_queue()
             async with asyncio.timeout(timeout_s):
                 await future
         except BaseException as error:
@@ -156,6 +196,8 @@ class AdmissionGate:
             raise
         finally:
             self._waiting -= 1
+            if future.done() and not future.cancelled():
+                self._settled -= 1
         waited = self._clock() - started
         self.counters.served += 1
         self.counters.wait_total_s += waited
@@ -198,6 +240,7 @@ class AdmissionGate:
             if future is None:
                 return
             self._in_use += 1
+            self._settled += 1
             future.set_result(None)
 
     def _next_waiter(self) -> asyncio.Future[None] | None:
@@ -215,6 +258,7 @@ class AdmissionGate:
             while queue:
                 future = queue.popleft()
                 if not future.done():
+                    self._settled += 1
                     future.set_exception(
                         ShuttingDownError(f"pool {self.name!r} is shutting down; queued request refused")
                     )

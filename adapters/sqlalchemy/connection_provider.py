@@ -20,6 +20,7 @@ from adapters.sqlalchemy import wal, watchdog
 from adapters.sqlalchemy._lease import Lease
 from adapters.sqlalchemy.checkouts import CheckoutRegistry
 from adapters.sqlalchemy.errors import translate
+from adapters.sqlalchemy.grower import PoolGrower
 from adapters.sqlalchemy.idle import IdlePolicy
 from adapters.sqlalchemy.pool_monitor import PoolMonitor
 from adapters.sqlalchemy.provider_options import (
@@ -202,10 +203,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         pool: Any = engine.pool
 
         def describe() -> str:
-            # Late-bound on purpose: ``gate`` exists by the time a message is built.
+            # Late-bound on purpose: ``gate`` and ``grower`` exist by the time a message is built.
             return (
                 f"size={pool.checkedin() + pool.checkedout()} in_use={gate.in_use} idle={pool.checkedin()} "
-                + (f"waiting={gate.waiting} capacity={gate.capacity}")
+                + (f"waiting={gate.waiting} capacity={gate.capacity} connecting={grower.connecting}")
             )
 
         gate = AdmissionGate(
@@ -217,7 +218,19 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             limit=None if self._concurrency_limit is None else self._concurrency_limit(),
             clock=self._clock,
         )
-        target = Target(name=name, role=role, engine=engine, gate=gate, connects=connects)
+        pool_options = self._pool
+        grower = PoolGrower(
+            name=name,
+            pool=lambda: engine.sync_engine.pool,  # late-bound: disposal replaces the pool
+            gate=gate,
+            maximum=pool_options.capacity,
+            min_idle=pool_options.pool_size if pool_options.min_idle is None else pool_options.min_idle,
+            max_concurrent_connects=pool_options.max_concurrent_connects,
+            on_failure=lambda error: self._connect_failed(target, error),
+            clock=self._clock,
+        )
+        gate.on_queue = grower.nudge
+        target = Target(name=name, role=role, engine=engine, gate=gate, connects=connects, grower=grower)
         instrument(target, self._options, self._clock)
         return target
 
@@ -286,6 +299,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 )
             if self._prober is not None:
                 self._prober.start()
+            for target in self._targets.values():
+                target.grower.nudge()  # fill to min_idle
         elif loop is not self._loop:
             raise EventLoopMismatchError(
                 f"connection provider belongs to event loop {id(self._loop):#x} but was used from "
@@ -301,14 +316,17 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         try:
             return await state.engine.connect()
         except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError) as exc:
-            state.connect_failures += 1
-            if state.role == "replica":
-                self._replicas.connect_failed(state.name)
-            error = translate(exc, target=state.name)
+            error = self._connect_failed(state, exc)
             log.warning("connection.failed", target=state.name, error=str(error))
-            if isinstance(error, DatabaseUnavailableError):
-                raise error from exc
-            raise DatabaseUnavailableError(str(error)) from exc
+            raise error from exc
+
+    def _connect_failed(self, state: Target, exc: BaseException) -> HexError:
+        """Count a failed connect (a replica is ejected) and say what the requests get for it."""
+        state.connect_failures += 1
+        if state.role == "replica":
+            self._replicas.connect_failed(state.name)
+        error = translate(exc, target=state.name)
+        return error if isinstance(error, DatabaseUnavailableError) else DatabaseUnavailableError(str(error))
 
     def replica_views(self) -> tuple[ReplicaView, ...]:
         return self._replicas.views()
@@ -374,6 +392,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
                 "provider.drain_timed_out", still_checked_out=len(self._registry), timeout_s=timeout_s
             )
         await _cancel(self._monitor_task)
+        await asyncio.gather(*(t.grower.aclose() for t in self._targets.values()))
         if self._prober is not None:
             await self._prober.aclose()
         # A connect left behind by a cancelled caller ends within its connect timeout.

@@ -64,6 +64,9 @@ class PoolMonitor:
         for target in list(self._targets.values()):
             if self._closing():
                 return
+            # The grower is told of every queued request; this covers what it is not told of
+            # (an adaptive limit rising, connections lost below ``min_idle``).
+            target.grower.nudge()
             try:
                 await tend_idle(self._lease, target, self._idle, self._clock())
             except Exception as error:  # a dead target is the probes' business, not the monitor's

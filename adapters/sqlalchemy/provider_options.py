@@ -16,12 +16,14 @@ __all__ = ["MonitorOptions", "PoolOptions", "ReplicaOptions", "TimeoutOptions"]
 class PoolOptions:
     """Size, admission and lifetime of each target's pool.
 
-    ``pool_size`` connections stay open and ``max_overflow`` more are opened under load; at most
+    Up to ``pool_size + max_overflow`` connections, opened in the background by a grower (at most
+    ``max_concurrent_connects`` at a time, only while requests wait that returning connections will
+    not serve, or while fewer than ``min_idle`` are open; see :mod:`.grower`); at most
     ``max_waiting`` requests queue for one (FIFO per priority) for up to ``acquire_timeout_s``.
     A connection is pinged at checkout when it sat idle past ``pre_ping_idle_s`` (``pre_ping``),
     recycled after ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, pinged by the monitor
     after ``keepalive_s`` idle and closed after ``idle_timeout_s`` idle while more than ``min_idle``
-    (default: the pool size) stay. ``pgbouncer`` adapts everything to PgBouncer's transaction mode.
+    (default: ``pool_size``) stay. ``pgbouncer`` adapts everything to PgBouncer's transaction mode.
     """
 
     pool_size: int = 10
@@ -35,6 +37,7 @@ class PoolOptions:
     keepalive_s: float | None = 60.0
     idle_timeout_s: float | None = 600.0
     min_idle: int | None = None
+    max_concurrent_connects: int = 1
     pgbouncer: bool = False
 
     @property

@@ -20,6 +20,7 @@ from sqlalchemy.util import await_
 from adapters.asyncio.admission_gate import AdmissionGate
 from adapters.asyncio.shielding import BackgroundFinisher
 from adapters.sqlalchemy import statement_guard
+from adapters.sqlalchemy.grower import GrowablePool, PoolGrower
 from ports.connection_provider import TargetStats
 
 # Imported by name, as in the watchdog: asyncpg ships no type information.
@@ -83,6 +84,8 @@ class Target:
     gate: AdmissionGate
     #: Connects whose caller was cancelled, finishing by themselves (see :func:`make_engine`).
     connects: BackgroundFinisher
+    #: Opens the pool's connections in the background and sets the gate's ceiling (see :mod:`.grower`).
+    grower: PoolGrower
     in_flight: int = 0
     connect_failures: int = 0
     opened: int = 0
@@ -104,14 +107,17 @@ def target_stats(t: Target) -> TargetStats:
     """A snapshot of ``t``'s pool and admission counters."""
     pool: Any = t.engine.pool
     counters = t.gate.counters
+    # The queue pool counts a connect under way as checked out: the grower's are not (yet).
+    checked_out = max(pool.checkedout() - t.grower.connecting, 0)
     return TargetStats(
         name=t.name,
         role=t.role,
-        size=pool.checkedin() + pool.checkedout(),
-        in_use=pool.checkedout(),
+        size=pool.checkedin() + checked_out,
+        in_use=checked_out,
         idle=pool.checkedin(),
         overflow=max(pool.overflow(), 0),
         waiting=t.gate.waiting,
+        connecting=t.grower.connecting,
         connect_failures=t.connect_failures,
         in_recovery=t.in_recovery,
         opened=t.opened,
@@ -189,8 +195,11 @@ def make_engine(
     connect_args["async_creator_fn"] = functools.partial(_connect_uninterrupted, connects)
     return create_async_engine(
         url,
-        pool_size=options.pool_size,
-        max_overflow=options.max_overflow,
+        # Every connection the grower opens stays until the idle timeout or its lifetime: sized
+        # at the maximum, the queue pool never closes one on return as an "overflow" connection.
+        poolclass=GrowablePool,
+        pool_size=options.pool_size + options.max_overflow,
+        max_overflow=0,
         # The admission gate is the queue; the pool itself should never make anyone wait long.
         pool_timeout=max(options.connect_timeout_s, 1.0),
         pool_recycle=-1,

@@ -37,9 +37,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """The faults in force: latency added per round trip (half each way), bytes/s per direction."""
+    """The faults in force: latency added per round trip (half each way), bytes/s per direction,
+    and a delay before each new connection reaches the server (its establishment only)."""
 
     latency_s: float = 0.0
+    connect_delay_s: float = 0.0
     bandwidth_bytes_per_s: float | None = None
     black_hole: bool = False
 
@@ -153,6 +155,12 @@ class FaultProxy:
             raise ValueError(f"latency must be >= 0, got {round_trip_s!r}")
         self._faults = replace(self._faults, latency_s=round_trip_s)
 
+    def set_connect_delay(self, delay_s: float) -> None:
+        """Hold each new connection ``delay_s`` before it reaches the server; later traffic is not delayed."""
+        if delay_s < 0:
+            raise ValueError(f"connect delay must be >= 0, got {delay_s!r}")
+        self._faults = replace(self._faults, connect_delay_s=delay_s)
+
     def set_bandwidth(self, bytes_per_s: float | None) -> None:
         """Limit each direction of each connection to ``bytes_per_s`` (``None``: unlimited)."""
         if bytes_per_s is not None and bytes_per_s <= 0:
@@ -243,6 +251,9 @@ class FaultProxy:
         try:
             # In a black hole the connection is accepted but the server never hears of it.
             await self._path_open.wait()
+            if self._faults.connect_delay_s:
+                # What the client sent (its startup packet) waits in the socket meanwhile.
+                await asyncio.sleep(self._faults.connect_delay_s)
             up_reader, link.upstream = await asyncio.open_connection(self.upstream_host, self.upstream_port)
             await asyncio.gather(self._pump(reader, link.upstream), self._pump(up_reader, writer))
         except OSError:

@@ -143,3 +143,40 @@ async def test_a_waiter_that_times_out_teaches_the_limit_it_was_dropped() -> Non
             await gate.acquire(Priority.NORMAL, timeout_s=0.01)
     assert limit.samples == [(0.01, 2, True)]
     assert gate.capacity == 1
+
+
+async def test_a_ceiling_of_zero_admits_nobody_until_it_rises_and_then_the_oldest_first() -> None:
+    queued: list[int] = []
+    gate = AdmissionGate(name="writer", capacity=5, max_waiting=10, on_queue=lambda: queued.append(1))
+    gate.set_ceiling(0)
+    order: list[str] = []
+    hold = asyncio.Event()
+    tasks = [asyncio.create_task(_hold(gate, Priority.NORMAL, order, n, hold)) for n in "abc"]
+    await asyncio.sleep(0)
+    assert (gate.waiting, gate.unserved, len(queued)) == (3, 3, 3)
+
+    gate.set_ceiling(1)
+    assert (gate.waiting, gate.unserved) == (3, 2)  # handed a slot, not resumed yet: no longer demand
+    await asyncio.sleep(0)
+    assert order == ["a"]
+    gate.set_ceiling(2)
+    await asyncio.sleep(0)
+    assert order == ["a", "b"]
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "c"]
+    assert (gate.in_use, gate.waiting, gate.unserved) == (0, 0, 0)
+
+
+async def test_failing_the_waiters_gives_each_its_own_error_and_leaves_the_counts_exact() -> None:
+    gate = AdmissionGate(name="writer", capacity=1, max_waiting=10)
+    gate.set_ceiling(0)
+    waiters = [asyncio.create_task(gate.acquire(Priority.NORMAL, timeout_s=10)) for _ in range(3)]
+    await asyncio.sleep(0)
+
+    assert gate.fail_waiting(lambda: ShuttingDownError("no connection can be opened")) == 3
+    errors = await asyncio.gather(*waiters, return_exceptions=True)
+
+    assert all(isinstance(e, ShuttingDownError) for e in errors)
+    assert len({id(e) for e in errors}) == 3
+    assert (gate.in_use, gate.waiting, gate.unserved) == (0, 0, 0)
