@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from http_api.app import create_app
 from http_api.lifecycle import Lifecycle, Phase
-from http_api.options import HttpOptions
 from http_api.server import serve
 
-__all__ = ["HttpOptions", "Lifecycle", "Phase", "create_app", "serve"]
+__all__ = ["Lifecycle", "Phase", "create_app", "serve"]

@@ -24,7 +24,6 @@ from http_api.ledger import LEDGER_PROBLEMS, LedgerServices
 from http_api.ledger import router as ledger_router
 from http_api.lifecycle import Lifecycle
 from http_api.middleware import RequestContextMiddleware
-from http_api.options import HttpOptions
 from http_api.problems import Problem, ProblemMapper, problem_response
 from http_api.state import ServiceState
 from ports.errors import HexError
@@ -44,11 +43,9 @@ _PROBLEM_SCHEMA: Final = {
 }
 
 
-def create_app(
-    settings: Settings, *, options: HttpOptions | None = None, lifecycle: Lifecycle | None = None
-) -> FastAPI:
+def create_app(settings: Settings, *, lifecycle: Lifecycle | None = None) -> FastAPI:
     """The HTTP service for ``settings``; nothing connects until the lifespan starts."""
-    options = options or HttpOptions()
+    options = settings.http
     lifecycle = lifecycle or Lifecycle()
     mapper = ProblemMapper(LEDGER_PROBLEMS, retry_after_s=options.retry_after_s)
 

@@ -63,7 +63,10 @@ class RequestContextMiddleware:
         encoded = request_id.encode("ascii")
         lifecycle = self._lifecycle
         if lifecycle.draining and scope["path"] not in PROBE_PATHS:
-            await problem_response(self._draining, request_id, close=True)(scope, receive, send)
+            refusal = problem_response(
+                self._draining, request_id, close=True, headers={"x-request-id": request_id}
+            )
+            await refusal(scope, receive, send)
             return
         started = False
 

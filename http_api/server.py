@@ -27,7 +27,6 @@ import uvicorn
 
 from http_api.app import create_app
 from http_api.lifecycle import Lifecycle
-from http_api.options import HttpOptions
 from settings import Settings
 
 log = structlog.get_logger("http_api")
@@ -69,9 +68,11 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def build_server(settings: Settings, options: HttpOptions) -> DrainingServer:
+def build_server(settings: Settings) -> DrainingServer:
+    """uvicorn on ``create_app(settings)``, listening where ``settings.http`` says."""
+    options = settings.http
     lifecycle = Lifecycle()
-    app = create_app(settings, options=options, lifecycle=lifecycle)
+    app = create_app(settings, lifecycle=lifecycle)
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -86,8 +87,8 @@ def build_server(settings: Settings, options: HttpOptions) -> DrainingServer:
     return DrainingServer(config, lifecycle=lifecycle, drain_delay_s=options.drain_delay_s)
 
 
-async def serve(settings: Settings, options: HttpOptions) -> bool:
+async def serve(settings: Settings) -> bool:
     """Serve until a signal's drain completes; whether the app started (False: start-up failed)."""
-    server = build_server(settings, options)
+    server = build_server(settings)
     await server.serve()
     return server.started

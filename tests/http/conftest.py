@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from http_api import HttpOptions, create_app
+from http_api import create_app
 from tests.http.support import in_process
 from tests.support import make_settings
 
@@ -15,6 +15,6 @@ from tests.support import make_settings
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the app in this process, with its lifespan run, on the test's database."""
-    app = create_app(make_settings(database_url), options=HttpOptions())
+    app = create_app(make_settings(database_url))
     async with in_process(app) as http:
         yield http

@@ -37,7 +37,10 @@ class Lifespan:
         self._task: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
-        self._task = asyncio.create_task(self._app(self._scope, self._inbox.get, self._outbox.put))
+        async def run() -> None:
+            await self._app(self._scope, self._inbox.get, self._outbox.put)
+
+        self._task = asyncio.create_task(run())
         await self._inbox.put({"type": "lifespan.startup"})
         reply = await asyncio.wait_for(self._outbox.get(), timeout=60)
         assert reply["type"] == "lifespan.startup.complete", reply
