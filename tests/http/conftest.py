@@ -8,13 +8,17 @@ import httpx
 import pytest
 
 from http_api import create_app
-from tests.http.support import in_process
+from tests.http.support import InProcess, in_process
 from tests.support import make_settings
 
 
 @pytest.fixture
-async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on the app in this process, with its lifespan run, on the test's database."""
-    app = create_app(make_settings(database_url))
-    async with in_process(app) as http:
-        yield http
+async def service(database_url: str) -> AsyncIterator[InProcess]:
+    """The app in this process with its lifespan run, on the test's database."""
+    async with in_process(create_app(make_settings(database_url))) as running:
+        yield running
+
+
+@pytest.fixture
+def client(service: InProcess) -> httpx.AsyncClient:
+    return service.client

@@ -66,8 +66,16 @@ class Lifespan:
         return with_state
 
 
+@dataclass
+class InProcess:
+    """A client on the app in this process, and the lifespan's state (the services, the health sources)."""
+
+    client: httpx.AsyncClient
+    state: dict[str, Any]
+
+
 @contextlib.asynccontextmanager
-async def in_process(app: ASGIApp, *, run_lifespan: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+async def in_process(app: ASGIApp, *, run_lifespan: bool = True) -> AsyncIterator[InProcess]:
     """An httpx client on ``app`` in this process, its lifespan started before and stopped after."""
     lifespan = Lifespan(app)
     if run_lifespan:
@@ -75,7 +83,7 @@ async def in_process(app: ASGIApp, *, run_lifespan: bool = True) -> AsyncIterato
     try:
         transport = httpx.ASGITransport(app=lifespan.app(), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield client
+            yield InProcess(client, lifespan.state)
     finally:
         if run_lifespan:
             await lifespan.shutdown()
