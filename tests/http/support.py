@@ -119,7 +119,7 @@ class ServerProcess:
 
 
 def wait_ready(
-    base_url: str, *, timeout_s: float = 60.0, process: subprocess.Popen[str] | None = None
+    base_url: str, *, timeout_s: float = 60.0, process: subprocess.Popen[Any] | None = None
 ) -> None:
     """Poll ``/readyz`` until it answers 200 (the process must not exit meanwhile)."""
     deadline = time.monotonic() + timeout_s
