@@ -1,22 +1,24 @@
 """``create_app(settings)``: the FastAPI app, its lifespan, error handlers and probes.
 
-The lifespan owns every resource: it configures logging, builds the container, starts its
-resources, builds the use cases once and shares them through the lifespan state; on the way out
-(after uvicorn has let requests in flight finish) it disposes the container, last.
+The lifespan owns every resource: it builds the container, starts its resources, builds the use
+cases once and shares them through the lifespan state; on the way out (after uvicorn has let
+requests in flight finish) it disposes the container, last. Logging is the entrypoint's to
+configure (:func:`http_api.serve` does), since it is process-wide; given the entrypoint's
+scrubber, the lifespan makes it mask every secret the credential providers hand out.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from container import create_container, setup_logging, start_resources, stop_resources, watch_served_secrets
+from container import create_container, start_resources, stop_resources, watch_served_secrets
 from domain.errors import DomainError
 from http_api.health import HealthSources, liveness, readiness
 from http_api.idempotency import IdempotencyHeaderError, InFlightKeys, KeyInFlightError
@@ -28,6 +30,13 @@ from http_api.problems import Problem, ProblemMapper, problem_response
 from http_api.state import ServiceState
 from ports.errors import HexError
 from settings import Settings
+
+
+class SecretWatcher(Protocol):
+    """The log scrubber, as the lifespan needs it: told of every secret a credential source serves."""
+
+    def watch(self, source: Callable[[], Iterable[str]]) -> None: ...
+
 
 _PROBLEM_SCHEMA: Final = {
     "type": "object",
@@ -43,7 +52,9 @@ _PROBLEM_SCHEMA: Final = {
 }
 
 
-def create_app(settings: Settings, *, lifecycle: Lifecycle | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, lifecycle: Lifecycle | None = None, scrubber: SecretWatcher | None = None
+) -> FastAPI:
     """The HTTP service for ``settings``; nothing connects until the lifespan starts."""
     options = settings.http
     lifecycle = lifecycle or Lifecycle()
@@ -51,9 +62,11 @@ def create_app(settings: Settings, *, lifecycle: Lifecycle | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[ServiceState]:
-        scrubber = setup_logging(settings)
         container = create_container(settings)
-        watch_served_secrets(container, scrubber)
+        if scrubber is not None:
+            # The container's helper names the adapter's class, which this package may not import;
+            # the scrubber setup_logging() returned is one.
+            watch_served_secrets(container, scrubber)  # type: ignore[arg-type]
         await start_resources(container)
         try:
             services = LedgerServices(

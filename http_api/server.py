@@ -25,6 +25,7 @@ from typing import Final
 import structlog
 import uvicorn
 
+from container import setup_logging
 from http_api.app import create_app
 from http_api.lifecycle import Lifecycle
 from settings import Settings
@@ -72,7 +73,7 @@ def build_server(settings: Settings) -> DrainingServer:
     """uvicorn on ``create_app(settings)``, listening where ``settings.http`` says."""
     options = settings.http
     lifecycle = Lifecycle()
-    app = create_app(settings, lifecycle=lifecycle)
+    app = create_app(settings, lifecycle=lifecycle, scrubber=setup_logging(settings))
     config = uvicorn.Config(
         app,
         host=options.host,
