@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PgBouncer for its test, unpacked from Debian's packages (see tests/fetch_pgbouncer.sh).
 export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
 
-.PHONY: demo test lint typecheck imports unit bench bench-instructions pgbouncer clean
+.PHONY: demo serve test lint typecheck imports unit bench bench-http bench-instructions pgbouncer clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/alchemy-hex demo
+
+# The HTTP service on 127.0.0.1:8000 (HOST=, PORT= to change); a throwaway primary + replica without DATABASE_URL.
+serve: $(STAMP)
+	$(BIN)/alchemy-hex serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,6 +51,10 @@ bench: $(STAMP)
 # Client instructions per operation under callgrind (minutes): the figure a loaded machine cannot move.
 bench-instructions: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.instructions
+
+# alchemy-hex serve against a plain FastAPI + SQLAlchemy server, open loop, on loopback (about 3 minutes).
+bench-http: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.http_bench
 
 # Every fault scenario at full length on throwaway servers (about two minutes); writes chaos-results.json.
 # make runs from the project root, which `python -m` puts on sys.path for the tests package.

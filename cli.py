@@ -1,8 +1,9 @@
-"""alchemy-hex command line: ``migrate``, ``demo`` and the ledger's use cases.
+"""alchemy-hex command line: ``migrate``, ``demo``, ``serve`` and the ledger's use cases.
 
 With no ``DATABASE_URL`` every command runs on a throwaway local PostgreSQL of its own (a primary
-and, for ``demo``, a streaming replica) started by the demo tooling (``demo.py``), and removed on
-exit. ``migrate`` and ``demo`` migrate first; the use-case commands do so only on a throwaway server.
+and, for ``demo`` and ``serve``, a streaming replica) started by the demo tooling (``demo.py``),
+and removed on exit. ``migrate`` and ``demo`` migrate first; the use-case commands and ``serve`` do
+so only on a throwaway server.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from container import (
 )
 from demo import embedded_database, print_summary, run_demo
 from domain.errors import DomainError
+from http_api import serve
 from ports.errors import ConfigurationError, HexError
-from settings import Settings, load_settings
+from settings import HttpSettings, Settings, load_settings
 
 log = structlog.get_logger("cli")
 
@@ -105,6 +107,16 @@ def _bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[
     return parse
 
 
+def _serve(settings: Settings, args: argparse.Namespace, scrubber: SecretScrubber, *, fresh: bool) -> int:
+    """Run the HTTP service until SIGTERM or SIGINT has drained it; 0 once stopped cleanly."""
+    if fresh:
+        asyncio.run(_with_container(settings, "migrate", args, scrubber, fresh=True))
+    chosen = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    http = HttpSettings(**{**settings.http.model_dump(), **chosen})
+    started = asyncio.run(serve(settings.model_copy(update={"http": http})))
+    return 0 if started else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alchemy-hex", description=__doc__.splitlines()[0] if __doc__ else None
@@ -118,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=_bounded(int, 1, 10_000), default=20)
     demo.add_argument("--ack-file", help="write the idempotency key of every acknowledged transfer here")
     demo.add_argument(
+        "--replicas", type=int, default=1, help="replicas of the embedded server (no DATABASE_URL)"
+    )
+    serve_cmd = sub.add_parser("serve", help="serve the ledger over HTTP until SIGTERM (then drain)")
+    serve_cmd.add_argument("--host", help="address to listen on (default: http.host, 127.0.0.1)")
+    serve_cmd.add_argument(
+        "--port", type=_bounded(int, 1, 65_535), help="port to listen on (default: http.port, 8000)"
+    )
+    serve_cmd.add_argument(
         "--replicas", type=int, default=1, help="replicas of the embedded server (no DATABASE_URL)"
     )
     sub.add_parser("open-account").add_argument("owner")
@@ -149,7 +169,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         scrubber = setup_logging(settings)
         fresh = settings.database.url is None
-        with embedded_database(settings, replicas=args.replicas if args.command == "demo" else 0) as ready:
+        replicas = args.replicas if args.command in ("demo", "serve") else 0
+        with embedded_database(settings, replicas=replicas) as ready:
+            if args.command == "serve":
+                return _serve(ready, args, scrubber, fresh=fresh)
             if getattr(args, "ack_file", None):
                 # Created up front so that a crash before the end still leaves a file to read.
                 Path(args.ack_file).write_text("")

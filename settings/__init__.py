@@ -17,6 +17,7 @@ from settings.database import (
     TlsSettings,
 )
 from settings.dsn import PostgresDsn, mask_dsn
+from settings.http import HttpSettings
 from settings.logs import LoggingSettings
 from settings.policies import CircuitBreakerSettings, ConcurrencySettings, RateLimiterSettings, RetrySettings
 from settings.redis import RedisSettings, RedisUrl
@@ -29,6 +30,7 @@ __all__ = [
     "CredentialSettings",
     "DatabaseSettings",
     "Environment",
+    "HttpSettings",
     "LoggingSettings",
     "MigrationSettings",
     "PostgresDsn",

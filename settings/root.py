@@ -19,6 +19,7 @@ from settings.database import (
     TlsSettings,
 )
 from settings.dsn import dsn_passwords
+from settings.http import HttpSettings
 from settings.logs import LoggingSettings
 from settings.policies import CircuitBreakerSettings, ConcurrencySettings, RateLimiterSettings, RetrySettings
 from settings.redis import RedisSettings
@@ -34,6 +35,7 @@ PRESETS: Final[Mapping[Environment, Mapping[str, Mapping[str, object]]]] = {
         "database": {"acquire_timeout_s": 2.0, "connect_timeout_s": 2.0, "replica_eject_s": 1.0},
         "circuit_breaker": {"recovery_time_s": 0.5},
         "replicas": {"probe_interval_s": 0.2, "probe_timeout_s": 0.5},
+        "http": {"drain_delay_s": 0.5, "shutdown_timeout_s": 10.0},
     },
     "prod": {
         "logging": {"format": "json"},
@@ -89,6 +91,7 @@ class Settings(BaseSettings):
     replica_credentials: CredentialSettings | None = None
     migration: MigrationSettings = MigrationSettings()
     redis: RedisSettings = RedisSettings()
+    http: HttpSettings = HttpSettings()
 
     @classmethod
     def settings_customise_sources(

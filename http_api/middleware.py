@@ -1,0 +1,91 @@
+"""The outermost layer of every request: its id, the drain's refusals, and unhandled errors.
+
+A pure ASGI middleware (no ``BaseHTTPMiddleware``: it would run the endpoint in another task,
+which loses the context variables the log lines read, and costs a task per request).
+
+- **Request id**: an incoming ``X-Request-ID`` is kept when valid (1 to 128 letters, digits,
+  ``-``, ``_``, ``.``, ``:``; so UUIDs, 32-hex trace ids and ULIDs pass), else replaced by a new
+  one; it is bound as the ``correlation_id`` of every log line of the request (the use cases pick
+  it up as theirs) and returned on every response, a 500 included.
+- **Draining**: once the lifecycle drains, every new request but the probes is refused with a
+  503 problem, ``Retry-After`` and ``Connection: close``; responses of requests already running
+  also get ``Connection: close``, so clients move to another instance.
+- **Unhandled errors**: an exception that no handler mapped becomes a 500 problem carrying the
+  request id and nothing else (no trace, no message); the error is logged, scrubbed, with its id.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Final
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from http_api.lifecycle import Lifecycle
+from http_api.problems import INTERNAL_ERROR, Problem, problem_response
+
+log = structlog.get_logger("http_api")
+
+REQUEST_ID_HEADER: Final = b"x-request-id"
+_VALID_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: The probes answer during the drain too: readiness must say it is failing, liveness that it lives.
+PROBE_PATHS: Final = frozenset({"/livez", "/readyz"})
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The request's id: the first ``X-Request-ID`` when valid, else a new UUID (32 hex digits)."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Request ids, refusals while draining, and the last word on unhandled errors."""
+
+    def __init__(self, app: ASGIApp, *, lifecycle: Lifecycle, retry_after_s: int) -> None:
+        self._app = app
+        self._lifecycle = lifecycle
+        self._draining = Problem(
+            503, "shutting-down", "Shutting down", "this instance is shutting down; retry", retry_after_s
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request_id = request_id_from(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = request_id
+        encoded = request_id.encode("ascii")
+        lifecycle = self._lifecycle
+        if lifecycle.draining and scope["path"] not in PROBE_PATHS:
+            refusal = problem_response(
+                self._draining, request_id, close=True, headers={"x-request-id": request_id}
+            )
+            await refusal(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                # A new list: the response may hold on to the one it sent.
+                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, encoded)]
+                if lifecycle.draining:
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=request_id):
+            try:
+                await self._app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("http.unhandled_error", method=scope["method"], path=scope["path"])
+                if started:
+                    raise
+                await problem_response(INTERNAL_ERROR, request_id)(scope, receive, send_with_id)
