@@ -10,6 +10,11 @@ which loses the context variables the log lines read, and costs a task per reque
 - **Draining**: once the lifecycle drains, every new request but the probes is refused with a
   503 problem, ``Retry-After`` and ``Connection: close``; responses of requests already running
   also get ``Connection: close``, so clients move to another instance.
+- **Deadline**: a ``Request-Timeout`` (or ``X-Request-Timeout``) header gives the request's
+  budget, in seconds (``2``, ``2.5``, ``2s``) or milliseconds (``250ms``); the request runs in a
+  :func:`ports.deadline.deadline_scope` of it, so every stage below (rate limiter, admission,
+  connect, each statement, retries) is bounded by what is left, and an exhausted budget is a 504
+  problem naming the stage. A malformed value is a 400 problem; no header, no deadline.
 - **Unhandled errors**: an exception that no handler mapped becomes a 500 problem carrying the
   request id and nothing else (no trace, no message); the error is logged, scrubbed, with its id.
 """
@@ -25,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from http_api.lifecycle import Lifecycle
 from http_api.problems import INTERNAL_ERROR, Problem, problem_response
+from ports.deadline import deadline_scope, parse_timeout_s
 
 log = structlog.get_logger("http_api")
 
@@ -32,6 +38,27 @@ REQUEST_ID_HEADER: Final = b"x-request-id"
 _VALID_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 #: The probes answer during the drain too: readiness must say it is failing, liveness that it lives.
 PROBE_PATHS: Final = frozenset({"/livez", "/readyz"})
+#: The request's budget, as the draft "Request-Timeout" header and its common ``X-`` form name it.
+TIMEOUT_HEADERS: Final = (b"request-timeout", b"x-request-timeout")
+#: A budget longer than this is taken as this (a day): a deadline, not a way to overflow the clock.
+MAX_TIMEOUT_S: Final = 86_400.0
+BAD_TIMEOUT: Final = Problem(
+    400,
+    "bad-request-timeout",
+    "Bad Request-Timeout",
+    "Request-Timeout must be a number of seconds (2, 2.5, 2s) or of milliseconds (250ms)",
+)
+
+
+def timeout_from(headers: list[tuple[bytes, bytes]]) -> float | None:
+    """The request's budget in seconds from its timeout header, ``None`` without one.
+
+    Raises ``ValueError`` for a malformed value (the caller answers 400).
+    """
+    for name, value in headers:
+        if name in TIMEOUT_HEADERS:
+            return min(parse_timeout_s(value.decode("latin-1")), MAX_TIMEOUT_S)
+    return None
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -68,6 +95,13 @@ class RequestContextMiddleware:
             )
             await refusal(scope, receive, send)
             return
+        try:
+            budget_s = timeout_from(scope["headers"])
+        except ValueError:
+            await problem_response(BAD_TIMEOUT, request_id, headers={"x-request-id": request_id})(
+                scope, receive, send
+            )
+            return
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -81,7 +115,7 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(correlation_id=request_id):
+        with structlog.contextvars.bound_contextvars(correlation_id=request_id), deadline_scope(budget_s):
             try:
                 await self._app(scope, receive, send_with_id)
             except Exception:

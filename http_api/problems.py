@@ -21,6 +21,7 @@ from domain.errors import DomainError, InvalidArgumentError
 from ports.errors import (
     CircuitOpenError,
     CommitOutcomeUnknownError,
+    DeadlineExceededError,
     InfrastructureError,
     NoHealthyReplicaError,
     RateLimitExceededError,
@@ -105,6 +106,17 @@ class ProblemMapper:
                 f"calls to the database target {error.target!r} are suspended after repeated failures",
                 retry_after(error.retry_after_s),
                 {"target": error.target},
+            )
+        if isinstance(error, DeadlineExceededError):
+            # The caller's own budget ran out (Request-Timeout): nothing was committed (a unit
+            # whose deadline passes before COMMIT rolls back), and retrying within it is pointless.
+            return Problem(
+                504,
+                "deadline-exceeded",
+                "Deadline exceeded",
+                f"the request's deadline ran out during {error.stage}; nothing was applied",
+                None,
+                {"stage": error.stage},
             )
         if isinstance(error, CommitOutcomeUnknownError):
             return Problem(
