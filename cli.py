@@ -32,7 +32,6 @@ from container import (
 )
 from demo import embedded_database, print_summary, run_demo
 from domain.errors import DomainError
-from http_api import serve
 from ports.errors import ConfigurationError, HexError
 from settings import HttpSettings, Settings, load_settings
 
@@ -109,6 +108,8 @@ def _bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[
 
 def _serve(settings: Settings, args: argparse.Namespace, scrubber: SecretScrubber, *, fresh: bool) -> int:
     """Run the HTTP service until SIGTERM or SIGINT has drained it; 0 once stopped cleanly."""
+    from http_api import serve  # FastAPI and uvicorn are loaded by this command only
+
     if fresh:
         asyncio.run(_with_container(settings, "migrate", args, scrubber, fresh=True))
     chosen = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
