@@ -11,7 +11,7 @@ export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo,telemetry,pictures]'
 	touch $(STAMP)
 
 demo: $(STAMP)

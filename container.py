@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from dependency_injector import containers, providers
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
 
 from adapters.credentials.command import CommandCredentialProvider
 from adapters.credentials.file import FileCredentialProvider
@@ -39,6 +41,13 @@ from adapters.memory.replica_strategy import (
     WeightedReplicaStrategy,
     WriterOnlyReplicaStrategy,
 )
+from adapters.opentelemetry import (
+    METER_NAME,
+    OtelPoolObservers,
+    PolicySources,
+    observe_policies,
+    observe_pools,
+)
 from adapters.redis import (
     GuardedRedis,
     RedisGcraRateLimiter,
@@ -49,13 +58,16 @@ from adapters.redis import (
 from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
+from adapters.sqlalchemy.pool_observer import PoolObserver, no_observer
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, ReplicaOptions, TimeoutOptions
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
 from adapters.structlog.logging import SecretScrubber, configure_logging
 from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from app.metrics import Metrics
 from app.retry import RetryPolicy
-from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
+from app.retry_budget import RetryBudget, TokenRetryBudget, UnlimitedRetryBudget
+from app.telemetry import UseCaseTelemetry
+from ports.circuit_breaker import CircuitBreaker
 from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
 from ports.credential_provider import CredentialProvider
@@ -78,6 +90,7 @@ def build_connection_provider(
     target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
     concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
     replicas: ReplicaSettings | None = None,
+    observe: Callable[[str], PoolObserver] = no_observer,
 ) -> SqlAlchemyConnectionProvider:
     """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here."""
     if database.url is None:
@@ -119,6 +132,7 @@ def build_connection_provider(
         application_name=database.application_name,
         target_connect_args=target_connect_args,
         concurrency_limit=concurrency_limit,
+        observe=observe,
     )
 
 
@@ -244,6 +258,42 @@ def _replica_credential_source(settings: Settings) -> str:
     return "inherit" if group is None else group.source
 
 
+def _pool_observers(meter_provider: otel_metrics.MeterProvider) -> OtelPoolObservers:
+    return OtelPoolObservers(meter_provider.get_meter(METER_NAME))
+
+
+async def _metrics_lifecycle(
+    meter_provider: otel_metrics.MeterProvider,
+    provider: SqlAlchemyConnectionProvider,
+    circuit_breaker: CircuitBreaker,
+    rate_limiter: RateLimiter,
+    retry_budget: RetryBudget,
+    metrics: Metrics,
+) -> AsyncIterator[None]:
+    """The observable instruments of the pools and policies, for as long as the container runs.
+
+    Registered on the container's meter provider (the API's global one unless an entry point gave
+    an SDK's): with the API alone they are no-ops. One container per meter provider: an SDK keeps
+    the callbacks of an instrument's first registration only.
+    """
+    meter = meter_provider.get_meter(METER_NAME)
+    options = provider.pool_options
+    idle_min = options.pool_size if options.min_idle is None else options.min_idle
+    stop_pools = observe_pools(
+        meter,
+        provider.stats,
+        limits=(options.capacity, options.pool_size, idle_min),
+        queued=provider.queued_by_priority,
+    )
+    targets = (WRITER, *provider.replica_names)
+    stop_policies = observe_policies(
+        meter, PolicySources(targets, circuit_breaker, rate_limiter, retry_budget, metrics)
+    )
+    yield
+    stop_pools()
+    stop_policies()
+
+
 async def _provider_lifecycle(
     provider: SqlAlchemyConnectionProvider, teardown_timeout_s: float
 ) -> AsyncIterator[SqlAlchemyConnectionProvider]:
@@ -285,6 +335,15 @@ class KernelContainer(containers.DeclarativeContainer):
     repositories: providers.Dependency[Callable[..., Any]] = providers.Dependency()
 
     metrics = providers.Singleton(Metrics)
+
+    # The OpenTelemetry providers: the API's global ones (no-ops until an SDK is installed), unless
+    # an entry point or a test overrides them with an SDK's (see telemetry.py).
+    meter_provider = providers.Callable(otel_metrics.get_meter_provider)
+    tracer_provider = providers.Callable(otel_trace.get_tracer_provider)
+    telemetry = providers.Singleton(
+        UseCaseTelemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    pool_observers = providers.Singleton(_pool_observers, meter_provider)
 
     retry_policy = providers.Singleton(
         RetryPolicy,
@@ -415,11 +474,21 @@ class KernelContainer(containers.DeclarativeContainer):
         target_connect_args=target_connect_args,
         concurrency_limit=concurrency_limit.provider,
         replicas=settings.provided.replicas,
+        observe=pool_observers,
     )
     migration_provider = providers.Factory(build_migration_provider, settings, writer_credentials)
 
     lifecycle = providers.Resource(
         _provider_lifecycle, connection_provider, settings.provided.database.teardown_timeout_s
+    )
+    metrics_lifecycle = providers.Resource(
+        _metrics_lifecycle,
+        meter_provider,
+        connection_provider,
+        circuit_breaker,
+        rate_limiter,
+        retry_budget,
+        metrics,
     )
 
     replica_strategy = providers.Selector(
@@ -455,6 +524,7 @@ class KernelContainer(containers.DeclarativeContainer):
         "retry_policy": retry_policy,
         "retry_budget": retry_budget,
         "metrics": metrics,
+        "telemetry": telemetry,
     }
 
 

@@ -44,7 +44,8 @@ class Lease:
         provider._check_loop()
         if provider._closing:
             raise ShuttingDownError("connection provider is shutting down; no new work is admitted")
-        await state.gate.acquire(self._priority, timeout_s=provider._acquire_timeout_s)
+        waited = await state.gate.acquire(self._priority, timeout_s=provider._acquire_timeout_s)
+        state.observer.waited(waited, self._priority)
         self._in_flight = state.gate.in_use
         try:
             self._connection = await provider._checkout(state)
@@ -65,6 +66,7 @@ class Lease:
         state.in_flight -= 1
         held_s = provider._registry.close(self._checkout)
         state.usage_total_s += held_s
+        state.observer.used(held_s)
         try:
             # Awaited directly, without a task of its own (the hot path). If a cancellation lands
             # during the ROLLBACK that returning an open transaction needs, SQLAlchemy invalidates
