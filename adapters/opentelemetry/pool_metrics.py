@@ -288,7 +288,7 @@ def observe_pools(
     gauge(
         "alchemy_hex.replica.healthy",
         [replica_health],
-        unit="1",
+        unit="",
         description="1 while the replica is in rotation, 0 while it is ejected.",
     )
     counter(

@@ -123,7 +123,7 @@ def observe_policies(meter: Meter, sources: PolicySources) -> Callable[[], None]
     gauge(
         "alchemy_hex.circuit_breaker.state",
         [observing(breaker_states)],
-        unit="1",
+        unit="",
         description="1 for the state each target's circuit is in (closed, open, half_open), else 0.",
     )
     counter(
