@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # PgBouncer for its test, unpacked from Debian's packages (see tests/fetch_pgbouncer.sh).
 export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
+# Prometheus for the scrape test, unpacked from Debian's package (see tests/fetch_prometheus.sh).
+export HEX_PROMETHEUS_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-prometheus
 
-.PHONY: demo test lint typecheck imports unit bench pgbouncer clean
+.PHONY: demo test lint typecheck imports unit bench pgbouncer prometheus clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +37,10 @@ unit: $(STAMP)
 pgbouncer:
 	@bash tests/fetch_pgbouncer.sh "$(HEX_PGBOUNCER_DIR)" || echo "PgBouncer could not be fetched: its test will be skipped"
 
-test: lint typecheck imports pgbouncer
+prometheus:
+	@bash tests/fetch_prometheus.sh "$(HEX_PROMETHEUS_DIR)" || echo "Prometheus could not be fetched: its test will be skipped"
+
+test: lint typecheck imports pgbouncer prometheus
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

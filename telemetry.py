@@ -9,14 +9,15 @@ prometheus_client's default process collectors, ends up on the page), and an SDK
 
 Serving the exposition is independent of any web framework: :meth:`Telemetry.exposition` renders
 it (bytes and content type) for any handler, :meth:`Telemetry.asgi_app` is an ASGI app to mount at
-``/metrics``, and :meth:`Telemetry.serve` runs prometheus_client's own small HTTP server on a
-port (the CLI demo's ``--metrics-port``). The exporter keeps its state in the process: run one
+``/metrics``, and :meth:`Telemetry.serve` answers ``GET /metrics`` on a port of its own, on the
+event loop (the CLI demo's ``--metrics-port``). The exporter keeps its state in the process: run one
 worker per process (no multiprocess mode); OTLP export, where wanted, is another reader or span
 processor given here, not a change to the kernel.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,13 +28,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_asgi_app
-from prometheus_client.exposition import start_http_server
 
 from container import KernelContainer
 
 __all__ = ["Telemetry", "prometheus_telemetry", "use_telemetry"]
 
 SERVICE_NAME: Final = "alchemy-hex"
+_REQUEST_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +54,36 @@ class Telemetry:
         app: Callable[..., Any] = make_asgi_app(registry=self.registry)
         return app
 
-    def serve(self, port: int, *, host: str = "127.0.0.1") -> Callable[[], None]:
-        """Serve the exposition on ``host:port`` from a daemon thread; returns the function that stops it.
+    async def serve(self, port: int, *, host: str = "127.0.0.1") -> asyncio.Server:
+        """Serve the exposition at ``http://host:port/metrics`` on this event loop; close the server to stop.
 
-        Loopback by default: a metrics port is for the machine's own scraper unless told otherwise.
+        On the event loop, not in a thread as prometheus_client's own server would: collecting
+        runs the observable callbacks, which read the provider's and the policies' state, and
+        that state belongs to the loop. Loopback by default: a metrics port is for the machine's
+        own scraper unless told otherwise. One request per connection, 8 KiB of head at most.
         """
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return await asyncio.start_server(self._answer, host, port)
 
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5.0)
-
-        return stop
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, path = ([*head.split(b" ", 2), b"", b""])[:2]
+            if method == b"GET" and path.split(b"?", 1)[0] == b"/metrics":
+                body, content_type = self.exposition()
+                status = b"200 OK"
+            else:
+                body, content_type, status = b"not found\n", "text/plain", b"404 Not Found"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type.encode()
+                + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )  # fmt: skip
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # a scraper that went away or sent no request: nothing to answer
+        finally:
+            writer.close()
 
     def shutdown(self) -> None:
         """Flush and stop both providers (spans still buffered are exported first)."""
