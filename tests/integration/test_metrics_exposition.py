@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
-import pytest
-
-from ports.connection_provider import Intent
-from ports.errors import PoolTimeoutError
-from tests.chaos.load import wait_until
 from tests.support import make_settings
-from tests.telemetry_support import label_values, observed_container, sample_names
+from tests.telemetry_support import EXERCISED, exercise, label_values, observed_container, sample_names
 
 #: The names a dashboard may rely on, as Prometheus shows them (semantic conventions first).
 GOLDEN: Final = frozenset(
@@ -50,30 +44,9 @@ GOLDEN: Final = frozenset(
 
 
 async def test_the_exposition_has_the_semantic_convention_and_project_names(database_url: str) -> None:
-    settings = make_settings(
-        database_url,
-        database={"pool_size": 1, "max_overflow": 0, "acquire_timeout_s": 0.2},
-        rate_limiter={"implementation": "token_bucket", "rate_per_s": 10_000, "burst": 10_000},
-        # A budget of exactly one retry: the first call that times out retries, the second may not.
-        retry={"budget": "token", "max_attempts": 2, "budget_ratio": 0.0, "budget_min_retries_per_s": 0.1},
-    )
+    settings = make_settings(database_url, **EXERCISED)
     async with observed_container(settings) as observed:
-        container = observed.container
-        account = await container.open_account()("owner-secret-name")
-        await container.deposit()(account, 100, idempotency_key="key-never-a-label")
-        provider = container.connection_provider()
-        get_balance = container.get_balance()
-        # One call queues behind a held connection and gets it when it is returned...
-        async with provider.connection(Intent.WRITE):
-            queued = asyncio.create_task(get_balance(account))
-            assert await wait_until(lambda: provider.stats().targets[0].waiting == 1, timeout_s=5.0)
-        assert await queued == 100
-        # ...and two time out while it is held: the first is retried and fails, the second is
-        # refused its retry by the spent budget.
-        async with provider.connection(Intent.WRITE):
-            for _ in range(2):
-                with pytest.raises(PoolTimeoutError):
-                    await get_balance(account)
+        account = await exercise(observed)
         exposition = observed.scrape()
 
     names = sample_names(exposition)
@@ -88,6 +61,6 @@ async def test_the_exposition_has_the_semantic_convention_and_project_names(data
         in (exposition.replace(',otel_scope_name="alchemy_hex"', ""))
     )
     assert (
-        'alchemy_hex_retries_total{alchemy_hex_operation="get_balance",error_type="PoolTimeoutError"'
+        'alchemy_hex_retries_total{alchemy_hex_operation="deposit",error_type="PoolTimeoutError"'
         in exposition
     )
