@@ -5,13 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # PgBouncer for its test, unpacked from Debian's packages (see tests/fetch_pgbouncer.sh).
 export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
+# Prometheus for the scrape test, unpacked from Debian's package (see tests/fetch_prometheus.sh).
+export HEX_PROMETHEUS_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-prometheus
 
-.PHONY: demo serve test lint typecheck imports unit bench bench-http bench-instructions pgbouncer clean
+.PHONY: demo serve test lint typecheck imports unit bench bench-http bench-instructions pgbouncer prometheus clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo,telemetry,pictures]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,7 +41,10 @@ unit: $(STAMP)
 pgbouncer:
 	@bash tests/fetch_pgbouncer.sh "$(HEX_PGBOUNCER_DIR)" || echo "PgBouncer could not be fetched: its test will be skipped"
 
-test: lint typecheck imports pgbouncer
+prometheus:
+	@bash tests/fetch_prometheus.sh "$(HEX_PROMETHEUS_DIR)" || echo "Prometheus could not be fetched: its test will be skipped"
+
+test: lint typecheck imports pgbouncer prometheus
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

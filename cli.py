@@ -43,7 +43,13 @@ async def _with_container(
 ) -> dict[str, Any]:
     container = create_container(settings)
     watch_served_secrets(container, scrubber)
+    metrics_port = getattr(args, "metrics_port", None)
+    exported = _exported(container) if metrics_port is not None else None
     await start_resources(container)
+    server = None if exported is None or metrics_port is None else await exported.serve(metrics_port)
+    if server is not None:
+        port = server.sockets[0].getsockname()[1]
+        log.info("metrics.serving", url=f"http://127.0.0.1:{port}/metrics")
     try:
         # Only what needs the newest schema migrates: a use case on a service's own database does
         # not take the migration lock (run ``migrate`` when deploying); a throwaway one starts empty.
@@ -56,7 +62,24 @@ async def _with_container(
             return await run_demo(container, plan, progress=not args.json and sys.stderr.isatty())
         return await _use_case(container, command, args)
     finally:
+        if server is not None:
+            server.close()
         await stop_resources(container)
+        if exported is not None:
+            exported.shutdown()
+
+
+def _exported(container: Container) -> Any:
+    """The SDK and the Prometheus exposition for ``--metrics-port`` (the ``telemetry`` extra)."""
+    try:
+        from telemetry import prometheus_telemetry, use_telemetry
+    except ImportError as error:
+        raise ConfigurationError(
+            f"--metrics-port needs the telemetry extra (pip install 'alchemy-hex[telemetry]'): {error}"
+        ) from None
+    exported = prometheus_telemetry()
+    use_telemetry(container, exported)
+    return exported
 
 
 async def _migrate(container: Container) -> None:
@@ -132,6 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--ack-file", help="write the idempotency key of every acknowledged transfer here")
     demo.add_argument(
         "--replicas", type=int, default=1, help="replicas of the embedded server (no DATABASE_URL)"
+    )
+    demo.add_argument(
+        "--metrics-port",
+        type=_bounded(int, 0, 65_535),
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics during the demo (0: a free port)",
     )
     serve_cmd = sub.add_parser("serve", help="serve the ledger over HTTP until SIGTERM (then drain)")
     serve_cmd.add_argument("--host", help="address to listen on (default: http.host, 127.0.0.1)")

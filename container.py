@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from dependency_injector import containers, providers
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
 
 from adapters.credentials.command import CommandCredentialProvider
 from adapters.credentials.file import FileCredentialProvider
@@ -39,6 +41,13 @@ from adapters.memory.replica_strategy import (
     WeightedReplicaStrategy,
     WriterOnlyReplicaStrategy,
 )
+from adapters.opentelemetry import (
+    METER_NAME,
+    OtelPoolObservers,
+    PolicySources,
+    observe_policies,
+    observe_pools,
+)
 from adapters.redis import (
     GuardedRedis,
     RedisGcraRateLimiter,
@@ -49,6 +58,7 @@ from adapters.redis import (
 from adapters.sqlalchemy.connect_args import TlsOptions, connect_args
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import SqlAlchemyLedgerRepositories, ledger_repositories
+from adapters.sqlalchemy.pool_observer import PoolObserver, no_observer
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, ReplicaOptions, TimeoutOptions
 from adapters.sqlalchemy.recovery_probe import RecoveryProber
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
@@ -56,7 +66,8 @@ from adapters.structlog.logging import SecretScrubber, configure_logging
 from app.ledger.use_cases import AuditLedger, Deposit, GetBalance, GetStatement, OpenAccount, TransferMoney
 from app.metrics import Metrics
 from app.retry import RetryPolicy
-from app.retry_budget import TokenRetryBudget, UnlimitedRetryBudget
+from app.retry_budget import RetryBudget, TokenRetryBudget, UnlimitedRetryBudget
+from app.telemetry import UseCaseTelemetry
 from ports.circuit_breaker import CircuitBreaker
 from ports.concurrency_limit import ConcurrencyLimit
 from ports.connection_provider import WRITER
@@ -83,6 +94,7 @@ def build_connection_provider(
     replicas: ReplicaSettings | None = None,
     on_stuck: Callable[[str, int], None] | None = None,
     stuck_after_s: float | None = None,
+    observe: Callable[[str], PoolObserver] = no_observer,
 ) -> SqlAlchemyConnectionProvider:
     """The SQLAlchemy provider for the configured writer and replicas; secrets are read only here.
 
@@ -130,6 +142,7 @@ def build_connection_provider(
         target_connect_args=target_connect_args,
         on_stuck=on_stuck,
         concurrency_limit=concurrency_limit,
+        observe=observe,
     )
 
 
@@ -277,6 +290,42 @@ def build_recovery_prober(
     )
 
 
+def _pool_observers(meter_provider: otel_metrics.MeterProvider) -> OtelPoolObservers:
+    return OtelPoolObservers(meter_provider.get_meter(METER_NAME))
+
+
+async def _metrics_lifecycle(
+    meter_provider: otel_metrics.MeterProvider,
+    provider: SqlAlchemyConnectionProvider,
+    circuit_breaker: CircuitBreaker,
+    rate_limiter: RateLimiter,
+    retry_budget: RetryBudget,
+    metrics: Metrics,
+) -> AsyncIterator[None]:
+    """The observable instruments of the pools and policies, for as long as the container runs.
+
+    Registered on the container's meter provider (the API's global one unless an entry point gave
+    an SDK's): with the API alone they are no-ops. One container per meter provider: an SDK keeps
+    the callbacks of an instrument's first registration only.
+    """
+    meter = meter_provider.get_meter(METER_NAME)
+    options = provider.pool_options
+    idle_min = options.pool_size if options.min_idle is None else options.min_idle
+    stop_pools = observe_pools(
+        meter,
+        provider.stats,
+        limits=(options.capacity, options.pool_size, idle_min),
+        queued=provider.queued_by_priority,
+    )
+    targets = (WRITER, *provider.replica_names)
+    stop_policies = observe_policies(
+        meter, PolicySources(targets, circuit_breaker, rate_limiter, retry_budget, metrics)
+    )
+    yield
+    stop_pools()
+    stop_policies()
+
+
 async def _provider_lifecycle(
     provider: SqlAlchemyConnectionProvider, teardown_timeout_s: float, prober: RecoveryProber | None
 ) -> AsyncIterator[SqlAlchemyConnectionProvider]:
@@ -322,6 +371,15 @@ class KernelContainer(containers.DeclarativeContainer):
     repositories: providers.Dependency[Callable[..., Any]] = providers.Dependency()
 
     metrics = providers.Singleton(Metrics)
+
+    # The OpenTelemetry providers: the API's global ones (no-ops until an SDK is installed), unless
+    # an entry point or a test overrides them with an SDK's (see telemetry.py).
+    meter_provider = providers.Callable(otel_metrics.get_meter_provider)
+    tracer_provider = providers.Callable(otel_trace.get_tracer_provider)
+    telemetry = providers.Singleton(
+        UseCaseTelemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    pool_observers = providers.Singleton(_pool_observers, meter_provider)
 
     retry_policy = providers.Singleton(
         RetryPolicy,
@@ -455,6 +513,7 @@ class KernelContainer(containers.DeclarativeContainer):
         # A request the server leaves unanswered for the slow-call duration counts while it runs.
         on_stuck=circuit_breaker.provided.record_stuck,
         stuck_after_s=settings.provided.circuit_breaker.slow_call_duration_s,
+        observe=pool_observers,
     )
     recovery_prober = providers.Singleton(
         build_recovery_prober,
@@ -470,6 +529,15 @@ class KernelContainer(containers.DeclarativeContainer):
         connection_provider,
         settings.provided.database.teardown_timeout_s,
         recovery_prober,
+    )
+    metrics_lifecycle = providers.Resource(
+        _metrics_lifecycle,
+        meter_provider,
+        connection_provider,
+        circuit_breaker,
+        rate_limiter,
+        retry_budget,
+        metrics,
     )
 
     replica_strategy = providers.Selector(
@@ -505,6 +573,7 @@ class KernelContainer(containers.DeclarativeContainer):
         "retry_policy": retry_policy,
         "retry_budget": retry_budget,
         "metrics": metrics,
+        "telemetry": telemetry,
     }
 
 

@@ -17,6 +17,8 @@ import structlog
 
 from app.ledger.workload import LedgerWorkload, WorkloadPlan, WorkloadReport
 from container import Container
+from ports.circuit_breaker import CircuitBreaker
+from ports.connection_provider import ProviderStats
 from settings import Settings, load_settings
 
 log = structlog.get_logger("demo")
@@ -62,7 +64,7 @@ async def run_demo(container: Container, plan: WorkloadPlan, *, progress: bool) 
         settle=container.connection_provider().wait_for_replay,
         stop=_stop_on_signals(),
     )
-    shown = asyncio.create_task(_show_progress(workload)) if progress else None
+    shown = asyncio.create_task(_show_progress(container, workload)) if progress else None
     try:
         report = await workload.run(plan)
     finally:
@@ -85,14 +87,32 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _show_progress(workload: LedgerWorkload) -> None:
+async def _show_progress(container: Container, workload: LedgerWorkload) -> None:
+    """One line, rewritten every second: throughput, failures, the pools, the circuits, the read routes."""
+    provider, breaker = container.connection_provider(), container.circuit_breaker()
+    seen = 0
     while True:
+        await asyncio.sleep(1.0)
         p = workload.progress
         sys.stderr.write(
-            f"\r  operations {p.total:7d}   ok {sum(p.ok.values()):7d}   failed {sum(p.failed.values()):5d}"
+            "\r\x1b[K" + progress_line(p.total - seen, sum(p.failed.values()), provider.stats(), breaker)
         )
         sys.stderr.flush()
-        await asyncio.sleep(0.25)
+        seen = p.total
+
+
+def progress_line(ops_per_s: int, failed: int, stats: ProviderStats, breaker: CircuitBreaker) -> str:
+    """The live line, e.g. ``ops/s 812  failed 3  writer 4/10 q0 closed  reads replica:90``.
+
+    Per target: connections in use / open, requests queued, the circuit's state.
+    """
+    pools = "  ".join(
+        f"{t.name} {t.in_use}/{t.size} q{t.waiting} {breaker.state(t.name).value}" for t in stats.targets
+    )
+    routes = " ".join(
+        f"{route.removeprefix('fallback_')}:{n}" for route, n in sorted(stats.read_routes.items())
+    )
+    return f"ops/s {ops_per_s:5d}  failed {failed:5d}  {pools}  reads {routes or '-'}"
 
 
 def _summary(container: Container, report: WorkloadReport) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import structlog
+from opentelemetry import trace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_none, wait_random_exponential
 
@@ -90,6 +91,9 @@ async def run_with_retries(
         if not isinstance(error, InfrastructureError | SaturationError) or budget.try_withdraw():
             return False
         metrics.count_retry_budget_exhausted(operation)
+        trace.get_current_span().add_event(
+            "retry.budget_exhausted", {"attempt": state.attempt_number, "error.type": type(error).__name__}
+        )
         log.warning(
             "retry.budget_exhausted",
             operation=operation,
@@ -101,6 +105,10 @@ async def run_with_retries(
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         metrics.count_retry(operation, error)
+        # On the use case's span (the attempt's own has ended): the attempt that failed, and why.
+        trace.get_current_span().add_event(
+            "retry", {"attempt": state.attempt_number, "error.type": type(error).__name__}
+        )
         log.info(
             "retry.scheduled", operation=operation, attempt=state.attempt_number, error=type(error).__name__
         )

@@ -5,7 +5,8 @@ taken), then hands a body to :meth:`UseCase.run`. The body receives an open unit
 its repositories (``uow.repos``); ``run`` commits a write unit once the body returns, and runs the
 body again, in a fresh unit of work, when the failure says that is safe (a transaction the server
 rolled back, a connection that could not be had), within the retry policy and the retry budget.
-Every call is timed and counted by outcome, and binds a correlation id to its log lines.
+Every call is timed and counted by outcome, binds a correlation id to its log lines, and is traced:
+a span per call, a child span per unit of work (see :mod:`app.telemetry`).
 
 Declare on the subclass what the call is: ``operation`` (its name in metrics and logs), ``intent``
 (``WRITE``; ``READ``, which a replica may serve; ``READ_PRIMARY``, which must see the latest
@@ -25,6 +26,7 @@ from app.correlation import correlation_scope
 from app.metrics import Metrics
 from app.retry import RetryPolicy, run_with_retries
 from app.retry_budget import RetryBudget
+from app.telemetry import UseCaseTelemetry, default_telemetry
 from ports.connection_provider import CausalToken, Intent, Priority
 from ports.deadline import DeadlineStage, deadline_scope, require
 from ports.unit_of_work import DEFAULT_OPTIONS, UnitOfWork, UnitOfWorkFactory, UnitOptions
@@ -51,6 +53,7 @@ class UseCase(Generic[R]):
         retry_budget: RetryBudget,
         metrics: Metrics,
         priority: Priority | None = None,
+        telemetry: UseCaseTelemetry | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._retry_policy = retry_policy
@@ -58,6 +61,7 @@ class UseCase(Generic[R]):
         self._metrics = metrics
         # Each use case declares its admission class; a deployment may override it per instance.
         self._priority = self.default_priority if priority is None else priority
+        self._telemetry = default_telemetry() if telemetry is None else telemetry
 
     async def run(
         self,
@@ -97,7 +101,10 @@ class UseCase(Generic[R]):
         correlation_id: str | None,
         options: UnitOptions,
     ) -> tuple[T, CausalToken | None]:
-        with correlation_scope(correlation_id):
+        with (
+            correlation_scope(correlation_id),
+            self._telemetry.call(self.operation, self.intent, self._priority),
+        ):
             try:
                 outcome = await run_with_retries(
                     lambda: self._attempt(body, options),
@@ -117,8 +124,13 @@ class UseCase(Generic[R]):
         self, body: Callable[[UnitOfWork[R]], Awaitable[T]], options: UnitOptions
     ) -> tuple[T, CausalToken | None]:
         require(DeadlineStage.START)  # an expired deadline costs no checkout and no round trip
-        async with self._uow_factory(intent=self.intent, priority=self._priority, options=options) as uow:
-            result = await body(uow)
-            if self.intent is Intent.WRITE:
-                await uow.commit()
-            return result, uow.causal_token
+        with self._telemetry.unit(self.intent) as span:
+            async with self._uow_factory(intent=self.intent, priority=self._priority, options=options) as uow:
+                if span.is_recording():
+                    span.set_attribute("db.client.connection.pool.name", uow.target)
+                    if uow.read_route is not None:
+                        span.set_attribute("alchemy_hex.read_route", uow.read_route.value)
+                result = await body(uow)
+                if self.intent is Intent.WRITE:
+                    await uow.commit()
+                return result, uow.causal_token

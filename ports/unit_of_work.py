@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
-from ports.connection_provider import CausalToken, Intent, Priority
+from ports.connection_provider import CausalToken, Intent, Priority, ReadRoute
 
 R_co = TypeVar("R_co", covariant=True)
 
@@ -60,6 +60,11 @@ class UnitOfWork(Protocol[R_co]):
     @property
     def causal_token(self) -> CausalToken | None:
         """After a committed write unit that was asked for one, the writer's position; else ``None``."""
+        ...
+
+    @property
+    def read_route(self) -> ReadRoute | None:
+        """Why a read unit runs where it does (valid once entered); ``None`` for a write unit."""
         ...
 
     async def __aenter__(self) -> Self: ...

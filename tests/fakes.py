@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Self
 
 from domain.ledger import Account, AccountId, Entry, Transfer
-from ports.connection_provider import WRITER, CausalToken, Intent, Priority
+from ports.connection_provider import WRITER, CausalToken, Intent, Priority, ReadRoute
 from ports.errors import (
     CommitOutcomeUnknownError,
     DataIntegrityError,
@@ -200,6 +200,11 @@ class FakeUnitOfWork(UnitOfWork[LedgerRepositories]):
     @property
     def causal_token(self) -> CausalToken | None:
         return self._token
+
+    @property
+    def read_route(self) -> ReadRoute | None:
+        # One database, the writer: reads run there by configuration, as with no replica.
+        return None if self.intent is Intent.WRITE else ReadRoute.WRITER
 
     async def __aenter__(self) -> Self:
         if self._used:

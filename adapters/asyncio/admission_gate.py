@@ -77,6 +77,10 @@ class AdmissionGate:
     def waiting(self) -> int:
         return self._waiting
 
+    def waiting_by_priority(self) -> dict[Priority, int]:
+        """How many wait in each class now (a waiter that just gave up may count until it is dropped)."""
+        return {priority: len(queue) for priority, queue in self._queues.items()}
+
     @property
     def unserved(self) -> int:
         """Queued requests not yet given a slot (or an error): what more connections could serve."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from adapters.memory.admission_counts import AdmissionCounts
 from ports.errors import RateLimitExceededError
 from ports.rate_limiter import RateLimiter
 
@@ -69,6 +70,7 @@ class TokenBucketRateLimiter(RateLimiter):
         self._buckets: dict[str, _Bucket] = {}
         self._tickets = itertools.count()
         self._sweep_at_keys = _SWEEP_AT_KEYS
+        self.counts = AdmissionCounts()
 
     async def acquire(self, key: str = "default", *, cost: float = 1.0) -> None:
         """Take ``cost`` tokens of ``key``, waiting at most ``max_wait_s``, or refuse the call."""
@@ -79,8 +81,10 @@ class TokenBucketRateLimiter(RateLimiter):
         deadline = self._deadline(bucket, cost, now)
         wait_s = deadline - now
         if wait_s > self._max_wait_s:
+            self.counts.rejected += 1
             raise RateLimitExceededError(key, wait_s)
         bucket.tokens -= cost
+        self.counts.admit(wait_s)
         if wait_s > 0:
             await self._wait(bucket, cost, deadline, wait_s)
 
@@ -197,6 +201,7 @@ class SlidingWindowRateLimiter(RateLimiter):
         self._sleep = sleep
         self._logs: dict[str, _Log] = {}
         self._sweep_at_keys = _SWEEP_AT_KEYS
+        self.counts = AdmissionCounts()
 
     async def acquire(self, key: str = "default", *, cost: float = 1.0) -> None:
         """Admit ``cost`` for ``key``, waiting at most ``max_wait_s``, or refuse the call."""
@@ -208,7 +213,9 @@ class SlidingWindowRateLimiter(RateLimiter):
         if wait_s <= _TIME_EPSILON_S:
             wait_s = 0.0
         if wait_s > self._max_wait_s:
+            self.counts.rejected += 1
             raise RateLimitExceededError(key, wait_s)
+        self.counts.admit(wait_s)
         admission = _Admission(now + wait_s, cost)
         log.admissions.append(admission)
         log.total += cost
@@ -281,7 +288,11 @@ class SlidingWindowRateLimiter(RateLimiter):
 class UnlimitedRateLimiter(RateLimiter):
     """The switched-off limiter: admits every call at once, whatever its key and cost."""
 
+    def __init__(self) -> None:
+        self.counts = AdmissionCounts()
+
     async def acquire(self, key: str = "default", *, cost: float = 1.0) -> None:
         """Return at once; a non-positive ``cost`` is still a caller's bug and raises ``ValueError``."""
         if not cost > 0:
             raise ValueError(f"cost must be > 0, got {cost!r}")
+        self.counts.admitted += 1

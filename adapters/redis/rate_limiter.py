@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 import structlog
 
+from adapters.memory.admission_counts import AdmissionCounts
 from adapters.redis._client import GuardedRedis, RedisUnavailableError
 from ports.errors import CircuitOpenError, RateLimitExceededError
 from ports.rate_limiter import RateLimiter
@@ -139,6 +140,7 @@ class RedisGcraRateLimiter(RateLimiter):
         self._failures: Counter[str] = Counter()
         self._redis_decisions = 0
         self._failing = False
+        self.counts = AdmissionCounts()
 
     async def acquire(self, key: str = "default", *, cost: float = 1.0) -> None:
         """Take ``cost`` of ``key``'s shared budget, waiting at most ``max_wait_s``, or refuse the call."""
@@ -158,7 +160,9 @@ class RedisGcraRateLimiter(RateLimiter):
         if self._on_decision is not None:
             self._on_decision(Decision(key, cost, bool(admitted), wait_s, now_us / 1e6))
         if not admitted:
+            self.counts.rejected += 1
             raise RateLimitExceededError(key, wait_s)
+        self.counts.admit(wait_s)
         if wait_s > 0:
             await self._wait(key, wait_s, now_us + wait_us)
 
@@ -205,11 +209,18 @@ class RedisGcraRateLimiter(RateLimiter):
             )
         if self._failure_mode == "open":
             self._failures["allowed"] += 1
+            self.counts.admit(0.0)
         elif self._failure_mode == "closed":
             self._failures["refused"] += 1
+            self.counts.rejected += 1
             retry_after_s = error.retry_after_s if isinstance(error, CircuitOpenError) else None
             raise RateLimitExceededError(key, retry_after_s or self._redis.breaker_open_s)
         else:
             assert self._fallback is not None  # checked in __init__
             self._failures["fallback"] += 1
-            await self._fallback.acquire(key, cost=cost)
+            try:
+                await self._fallback.acquire(key, cost=cost)
+            except RateLimitExceededError:
+                self.counts.rejected += 1
+                raise
+            self.counts.admit(0.0)

@@ -58,9 +58,10 @@ class Lease:
             raise ShuttingDownError("connection provider is shutting down; no new work is admitted")
         left = remaining_s()
         if left is None:
-            await state.gate.acquire(self._priority, timeout_s=provider._acquire_timeout_s)
+            waited = await state.gate.acquire(self._priority, timeout_s=provider._acquire_timeout_s)
         else:
-            await self._admit_by(left)
+            waited = await self._admit_by(left)
+        state.observer.waited(waited, self._priority)
         self._in_flight = state.gate.in_use
         try:
             if left is None:
@@ -77,13 +78,13 @@ class Lease:
         state.in_flight += 1
         return self._connection
 
-    async def _admit_by(self, left: float) -> None:
+    async def _admit_by(self, left: float) -> float:
         provider, state = self._provider, self._state
         if left <= 0:
             raise DeadlineExceededError(DeadlineStage.ADMISSION, target=state.name)
         timeout_s = provider._acquire_timeout_s
         try:
-            await state.gate.acquire(self._priority, timeout_s=min(timeout_s, left))
+            return await state.gate.acquire(self._priority, timeout_s=min(timeout_s, left))
         except PoolTimeoutError:
             if left < timeout_s:  # the deadline, not the acquire timeout, ended the wait
                 raise DeadlineExceededError(DeadlineStage.ADMISSION, target=state.name) from None
@@ -109,6 +110,7 @@ class Lease:
         state.in_flight -= 1
         held_s = provider._registry.close(self._checkout)
         state.usage_total_s += held_s
+        state.observer.used(held_s)
         try:
             # Awaited directly, without a task of its own (the hot path). If a cancellation lands
             # during the ROLLBACK that returning an open transaction needs, SQLAlchemy invalidates

@@ -23,6 +23,7 @@ from adapters.sqlalchemy.errors import translate
 from adapters.sqlalchemy.grower import PoolGrower
 from adapters.sqlalchemy.idle import IdlePolicy
 from adapters.sqlalchemy.pool_monitor import PoolMonitor
+from adapters.sqlalchemy.pool_observer import PoolObserver, no_observer
 from adapters.sqlalchemy.provider_options import (
     DEFAULT_MONITOR,
     DEFAULT_POOL,
@@ -110,8 +111,10 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         target_connect_args: Mapping[str, Mapping[str, Any]] | None = None,
         concurrency_limit: Callable[[], ConcurrencyLimit] | None = None,
         on_stuck: Callable[[str, int], None] | None = None,
+        observe: Callable[[str], PoolObserver] = no_observer,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._observe = observe
         self._options = EngineOptions(
             pool_size=pool.pool_size,
             max_overflow=pool.max_overflow,
@@ -199,7 +202,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     def _make_target(self, name: str, dsn: str, extra: Mapping[str, Any]) -> Target:
         role = "writer" if name == WRITER else "replica"
         connects = BackgroundFinisher()
-        engine = make_engine(dsn, self._options, extra, role=role, connects=connects)
+        observer = self._observe(name)
+        engine = make_engine(dsn, self._options, extra, role=role, connects=connects, observer=observer)
         pool: Any = engine.pool
 
         def describe() -> str:
@@ -230,7 +234,15 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             clock=self._clock,
         )
         gate.on_queue = grower.nudge
-        target = Target(name=name, role=role, engine=engine, gate=gate, connects=connects, grower=grower)
+        target = Target(
+            name=name,
+            role=role,
+            engine=engine,
+            gate=gate,
+            connects=connects,
+            grower=grower,
+            observer=observer,
+        )
         instrument(target, self._options, self._clock)
         return target
 
@@ -273,6 +285,15 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
     @property
     def replica_names(self) -> tuple[str, ...]:
         return tuple(name for name, t in self._targets.items() if t.role == "replica")
+
+    @property
+    def pool_options(self) -> PoolOptions:
+        """The size and admission options every target's pool was built with."""
+        return self._pool
+
+    def queued_by_priority(self, target: str) -> Mapping[Priority, int]:
+        """How many requests wait for a connection to ``target`` now, by priority (for metrics)."""
+        return self._target(target).gate.waiting_by_priority()
 
     def engine(self, target: str = WRITER) -> AsyncEngine:
         """The engine behind ``target``; for adapters (Alembic, benchmarks), not for use cases."""

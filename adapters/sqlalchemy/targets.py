@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -19,8 +20,9 @@ from sqlalchemy.util import await_
 
 from adapters.asyncio.admission_gate import AdmissionGate
 from adapters.asyncio.shielding import BackgroundFinisher
-from adapters.sqlalchemy import statement_guard
+from adapters.sqlalchemy import operation_timing, statement_guard
 from adapters.sqlalchemy.grower import GrowablePool, PoolGrower
+from adapters.sqlalchemy.pool_observer import NULL_POOL_OBSERVER, PoolObserver
 from ports.connection_provider import TargetStats
 
 # Imported by name, as in the watchdog: asyncpg ships no type information.
@@ -101,6 +103,8 @@ class Target:
     drivers: dict[int, Any] = field(default_factory=dict)
     #: Connections closed by the client deadline because the server stopped answering.
     unresponsive: int = 0
+    #: Told every wait, use, connect and statement duration (see :mod:`.pool_observer`).
+    observer: PoolObserver = NULL_POOL_OBSERVER
 
 
 def target_stats(t: Target) -> TargetStats:
@@ -187,12 +191,13 @@ def make_engine(
     *,
     role: str = "replica",
     connects: BackgroundFinisher,
+    observer: PoolObserver = NULL_POOL_OBSERVER,
 ) -> AsyncEngine:
     """The target's engine; every new connection is opened through ``connects`` (see below)."""
     url, connect_args = _url_and_connect_args(dsn, options, extra_connect_args, role)
     # The dialect calls ``async_creator_fn`` (SQLAlchemy's own hook behind ``async_creator``) with
     # the arguments it would give ``asyncpg.connect``, URL and connect_args included.
-    connect_args["async_creator_fn"] = functools.partial(_connect_uninterrupted, connects)
+    connect_args["async_creator_fn"] = functools.partial(_connect_uninterrupted, connects, observer)
     return create_async_engine(
         url,
         # Every connection the grower opens stays until the idle timeout or its lifetime: sized
@@ -210,7 +215,9 @@ def make_engine(
     )
 
 
-async def _connect_uninterrupted(connects: BackgroundFinisher, *args: Any, **kwargs: Any) -> Any:
+async def _connect_uninterrupted(
+    connects: BackgroundFinisher, observer: PoolObserver, *args: Any, **kwargs: Any
+) -> Any:
     """``asyncpg.connect``, left to finish (and the connection closed) if the caller is cancelled.
 
     asyncpg (0.32) opens its socket with a protocol whose ``on_data`` future answers the SSLRequest
@@ -220,7 +227,10 @@ async def _connect_uninterrupted(connects: BackgroundFinisher, *args: Any, **kwa
     cancellation storm. Left alone, the connect ends by itself within its ``timeout`` (the
     connect timeout), and :class:`BackgroundFinisher` retrieves whatever it ends with.
     """
-    return await connects.run(_asyncpg.connect(*args, **kwargs), discard=_terminate)
+    started = time.perf_counter()
+    connection = await connects.run(_asyncpg.connect(*args, **kwargs), discard=_terminate)
+    observer.created(time.perf_counter() - started)
+    return connection
 
 
 def _terminate(connection: Any) -> None:
@@ -322,3 +332,5 @@ def instrument(target: Target, options: EngineOptions, clock: Callable[[], float
     event.listen(pool_events, "close", on_close)
     event.listen(pool_events, "invalidate", on_invalidate)
     statement_guard.install(target.engine)
+    if target.observer is not NULL_POOL_OBSERVER:  # unobserved, statements are not even timed
+        operation_timing.install(target.engine, target.observer)

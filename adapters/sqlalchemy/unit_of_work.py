@@ -169,6 +169,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         self._repos: R | None = None
         self._session = UnitSession(intent.value)
         self._target = WRITER
+        self._route: ReadRoute | None = None
         self._committed = False
 
     @property
@@ -201,6 +202,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
     def causal_token(self) -> CausalToken | None:
         return self._token
 
+    @property
+    def read_route(self) -> ReadRoute | None:
+        return self._route
+
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise HexError("a unit of work is used once; make a new one for each transaction")
@@ -219,6 +224,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
             route = await self._open_read()
         in_recovery = bool(self._connection_or_fail().info.get("in_recovery"))
         self._provider.record_read(self._target, in_recovery=in_recovery, route=route)
+        self._route = route
         return self
 
     async def _acquire_by(self, left: float) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Final, Literal, TextIO
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import Processor
 
 _MASK: Final = "***"
@@ -67,6 +68,17 @@ class SecretScrubber:
         return event
 
 
+def add_trace_context(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add ``trace_id`` and ``span_id`` (W3C hex) of the current span, when there is a real one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    return event
+
+
 def configure_logging(
     *,
     output_format: Literal["json", "console"],
@@ -84,6 +96,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -27,6 +27,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+import pictures
 from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
 from adapters.memory.rate_limiter import TokenBucketRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
@@ -333,6 +334,14 @@ def main() -> None:
     report(results)
     Path("bench-results.json").write_text(json.dumps(results, indent=2))
     print("figures written to bench-results.json", file=sys.stderr)
+    if pictures.available():
+        ratios_shown = {
+            key: results[key] for key in ("provider_vs_sqlalchemy", "uow_vs_session", "orm_uow_vs_session")
+        }
+        chart = pictures.bench_chart(Path("bench-chart.png"), results["runs"], ratios_shown)
+        print(f"chart drawn in {chart}", file=sys.stderr)
+    else:
+        print("no chart drawn: matplotlib is missing (the pictures extra)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import asyncpg
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from container import Container, create_container, start_resources, stop_resources
 from domain.ledger import AccountId
+from pictures import Timeline
 from settings import Settings
 from tests.chaos.ledger import LedgerVerdict
 from tests.support import create_database, make_settings, migrate_database, with_database
@@ -75,11 +76,12 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class ScenarioReport:
-    """A row, the scenario's own measurements in words, and every broken invariant."""
+    """A row, the scenario's own measurements in words, every broken invariant, and its timeline."""
 
     row: Row
     notes: str
     problems: tuple[str, ...]
+    timeline: Timeline | None = None
 
     @property
     def passed(self) -> bool:
@@ -236,8 +238,13 @@ def report(
     problems: list[str],
     extra_ok: int = 0,
     extra_failed_clean: int = 0,
+    faults: Sequence[tuple[float, float]] = (),
+    recovered_at: float | None = None,
 ) -> ScenarioReport:
-    """The scenario's row and its problems, including the ledger's and any unclean error."""
+    """The scenario's row and its problems, including the ledger's and any unclean error.
+
+    ``faults`` (monotonic ``(from, to)``) and ``recovered_at`` go to the timeline picture.
+    """
     unclean = [u for load in loads for u in load.unclean]
     every = [*problems, *verdict.problems, *(f"unclean error: {u}" for u in unclean[:5])]
     if leaked_sessions:
@@ -253,4 +260,6 @@ def report(
         leaked_sessions=leaked_sessions,
         recovery_s=recovery_s,
     )
-    return ScenarioReport(row, "; ".join(notes), tuple(every))
+    calls = tuple(sorted((c.started, c.ended, c.error) for load in loads for c in load.calls))
+    timeline = Timeline(calls, tuple(faults), recovered_at)
+    return ScenarioReport(row, "; ".join(notes), tuple(every), timeline)

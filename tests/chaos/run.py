@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from typing import Final
 
+import pictures
 from container import setup_logging
 from settings import load_settings
 from tests.chaos.harness import FULL, ChaosLab, Row, ScenarioReport, chaos_lab
 from tests.chaos.scenarios import SCENARIOS, Scenario
 
 RESULTS_FILE: Final = Path("chaos-results.json")
+TIMELINES_DIR: Final = Path("chaos-timelines")
 SCENARIO_TIMEOUT_S: Final = 120.0
 COLUMNS: Final = ("scenario", "ok", "failed_clean", "lost", "duplicated", "leaked_sessions", "recovery_s")
 
@@ -78,11 +80,25 @@ def main() -> int:
             reports.append(run_one(name, scenario, lab))
             print(f"chaos: {name} done in {time.monotonic() - began:.1f}s", file=sys.stderr, flush=True)
     RESULTS_FILE.write_text(json.dumps([report.row.as_json() for report in reports], indent=2) + "\n")
+    drawn = draw_timelines(reports, TIMELINES_DIR)
     print(table(reports))
     print()
     print(details(reports))
     print(f"\n{len(reports)} scenarios in {time.monotonic() - started:.0f}s; rows written to {RESULTS_FILE}")
+    print(drawn)
     return exit_status(reports)
+
+
+def draw_timelines(reports: list[ScenarioReport], folder: Path) -> str:
+    """One PNG per scenario that ran calls (``folder/<scenario>.png``); says where, or why not."""
+    if not pictures.available():
+        return "no timelines drawn: matplotlib is missing (the pictures extra)"
+    drawn = [
+        pictures.timeline_chart(folder / f"{report.row.scenario}.png", report.row.scenario, report.timeline)
+        for report in reports
+        if report.timeline is not None and report.timeline.calls
+    ]
+    return f"{len(drawn)} timelines drawn in {folder}/"
 
 
 def exit_status(reports: list[ScenarioReport]) -> int:

@@ -101,6 +101,8 @@ async def black_hole(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         recovery_s=recovery,
         notes=notes,
         problems=problems,
+        faults=[(hole_at, healed_at)],
+        recovered_at=None if recovery is None else healed_at + recovery,
     )
 
 
@@ -153,6 +155,7 @@ async def latency_spike(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         async with running_service(settings, accounts=BURST) as service:
             load = Load(service, ledger, workers=0)
             proxy.set_latency(SPIKE_LATENCY_S)
+            slow_from = time.monotonic()
             stop = asyncio.Event()
             sampler = asyncio.create_task(_count_backends(admin_dsn_of(dsn), app, peak, stop))
             for index in range(scale.count(1, 3)):
@@ -162,6 +165,7 @@ async def latency_spike(lab: ChaosLab, scale: Scale) -> ScenarioReport:
             stop.set()
             await sampler
             proxy.set_latency(0)
+            slow_until = time.monotonic()
             pool_after = service.container.connection_provider().stats().targets[0].size
             leaked, _ = await leaked_while_running(admin_dsn_of(dsn), app, capacity)
             total_before = service.total_before
@@ -184,4 +188,5 @@ async def latency_spike(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         recovery_s=None,
         notes=notes,
         problems=problems,
+        faults=[(slow_from, slow_until)],
     )

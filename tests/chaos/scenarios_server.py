@@ -87,6 +87,8 @@ async def writer_restart(lab: ChaosLab, scale: Scale, mode: StopMode) -> Scenari
         recovery_s=recovery,
         notes=notes,
         problems=problems,
+        faults=[(down_at, up_at)],
+        recovered_at=None if recovery is None else up_at + recovery,
     )
 
 
@@ -115,6 +117,7 @@ async def terminated_backends(lab: ChaosLab, scale: Scale) -> ScenarioReport:
     settings = settings_for(dsn, app=app, database={"pool_size": 5, "max_overflow": 2})
     ledger, notes, problems = AckLedger(), [], []
     recoveries: list[float] = []
+    kill_times: list[float] = []
     kills = scale.count(2, 6)
     async with running_service(settings) as service:
         load = Load(service, ledger, workers=6)
@@ -124,6 +127,7 @@ async def terminated_backends(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         for _ in range(kills):
             allowed += load.in_flight
             at = time.monotonic()
+            kill_times.append(at)
             killed += await _terminate_backends(admin, app)
             recovered = await load.recovery_after(at, timeout_s=RECOVERY_BOUND_S)
             recoveries.append(RECOVERY_BOUND_S if recovered is None else recovered)
@@ -146,6 +150,7 @@ async def terminated_backends(lab: ChaosLab, scale: Scale) -> ScenarioReport:
         recovery_s=max(recoveries, default=None),
         notes=notes,
         problems=problems,
+        faults=[(at, at) for at in kill_times],
     )
 
 
@@ -222,4 +227,6 @@ async def _replica_restart(scale: Scale, dsn: str, replica: PostgresCluster) -> 
         recovery_s=recovery,
         notes=notes,
         problems=problems,
+        faults=[(down_at, up_at)],
+        recovered_at=None if recovery is None else up_at + recovery,
     )
