@@ -105,7 +105,12 @@ def prometheus_telemetry(
     return Telemetry(meter_provider, tracer_provider, registry)
 
 
-def use_telemetry(container: KernelContainer, telemetry: Telemetry) -> None:
-    """Make ``container`` record to ``telemetry``'s providers; call before resolving anything."""
+def use_telemetry(container: KernelContainer, telemetry: Telemetry, *, traces: bool = True) -> None:
+    """Make ``container`` record to ``telemetry``'s providers; call before resolving anything.
+
+    ``traces=False`` keeps the API's no-op tracer: with no span exporter configured, recording
+    spans would cost every use case for nothing (see the README's callgrind figures).
+    """
     container.meter_provider.override(providers.Object(telemetry.meter_provider))
-    container.tracer_provider.override(providers.Object(telemetry.tracer_provider))
+    if traces:
+        container.tracer_provider.override(providers.Object(telemetry.tracer_provider))

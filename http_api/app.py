@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +30,9 @@ from http_api.problems import Problem, ProblemMapper, problem_response
 from http_api.state import ServiceState
 from ports.errors import HexError
 from settings import Settings
+
+if TYPE_CHECKING:
+    from telemetry import Telemetry
 
 
 class SecretWatcher(Protocol):
@@ -53,9 +56,18 @@ _PROBLEM_SCHEMA: Final = {
 
 
 def create_app(
-    settings: Settings, *, lifecycle: Lifecycle | None = None, scrubber: SecretWatcher | None = None
+    settings: Settings,
+    *,
+    lifecycle: Lifecycle | None = None,
+    scrubber: SecretWatcher | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
-    """The HTTP service for ``settings``; nothing connects until the lifespan starts."""
+    """The HTTP service for ``settings``; nothing connects until the lifespan starts.
+
+    With ``telemetry`` (``telemetry.prometheus_telemetry()``, the ``telemetry`` extra), the
+    container records its metrics to that SDK and ``GET /metrics`` serves the Prometheus
+    exposition, collected on the event loop that owns the state it reads.
+    """
     options = settings.http
     lifecycle = lifecycle or Lifecycle()
     mapper = ProblemMapper(LEDGER_PROBLEMS, retry_after_s=options.retry_after_s)
@@ -63,6 +75,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[ServiceState]:
         container = create_container(settings)
+        if telemetry is not None:
+            from telemetry import use_telemetry
+
+            use_telemetry(container, telemetry, traces=False)  # no span exporter is configured here
         if scrubber is not None:
             # The container's helper names the adapter's class, which this package may not import;
             # the scrubber setup_logging() returned is one.
@@ -91,6 +107,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(ledger_router)
+    if telemetry is not None:
+        exported = telemetry
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            """The Prometheus exposition, collected here on the loop whose state it reads."""
+            body, content_type = exported.exposition()
+            return Response(body, media_type=content_type)
+
     _add_probes(app, lifecycle)
     _add_error_handlers(app, mapper)
     app.add_middleware(RequestContextMiddleware, lifecycle=lifecycle, retry_after_s=options.retry_after_s)

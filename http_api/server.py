@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 import uvicorn
@@ -29,6 +29,9 @@ from container import setup_logging
 from http_api.app import create_app
 from http_api.lifecycle import Lifecycle
 from settings import Settings
+
+if TYPE_CHECKING:
+    from telemetry import Telemetry
 
 log = structlog.get_logger("http_api")
 
@@ -69,11 +72,22 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def _telemetry() -> Telemetry | None:
+    """The Prometheus exposition for ``/metrics`` when the ``telemetry`` extra is installed."""
+    try:
+        from telemetry import prometheus_telemetry
+    except ImportError:
+        log.warning("metrics.unavailable", reason="the telemetry extra is not installed: no /metrics")
+        return None
+    return prometheus_telemetry()
+
+
 def build_server(settings: Settings) -> DrainingServer:
     """uvicorn on ``create_app(settings)``, listening where ``settings.http`` says."""
     options = settings.http
     lifecycle = Lifecycle()
-    app = create_app(settings, lifecycle=lifecycle, scrubber=setup_logging(settings))
+    scrubber = setup_logging(settings)
+    app = create_app(settings, lifecycle=lifecycle, scrubber=scrubber, telemetry=_telemetry())
     config = uvicorn.Config(
         app,
         host=options.host,
