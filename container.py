@@ -118,6 +118,8 @@ def build_connection_provider(
             idle_timeout_s=database.idle_timeout_s,
             min_idle=database.min_idle,
             max_concurrent_connects=database.max_concurrent_connects,
+            overload_wait_s=database.overload_wait_s,
+            overload_window_s=database.overload_window_s,
             pgbouncer=database.pgbouncer,
         ),
         timeouts=TimeoutOptions(

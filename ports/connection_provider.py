@@ -57,6 +57,8 @@ class TargetStats:
     served: int = 0
     queued: int = 0
     timed_out: int = 0
+    #: Of ``timed_out``: requests refused after the short wait allowed while the queue is overloaded.
+    shed: int = 0
     rejected: int = 0
     wait_total_s: float = 0.0
     wait_max_s: float = 0.0

@@ -19,6 +19,10 @@ class DatabaseSettings(SettingsGroup):
     opened in the background at most ``max_concurrent_connects`` at a time, only while requests
     wait that the connections coming back will not serve, or while fewer than ``min_idle``
     (default ``pool_size``) are open; the idle timeout closes connections beyond ``min_idle``.
+    With ``overload_wait_s`` set (off by default), a request that joins a wait queue within
+    ``overload_window_s`` of a request's timing out in it waits at most ``overload_wait_s``
+    instead of ``acquire_timeout_s``: a burst keeps its whole wait, an overload is refused at
+    once, and the requests served are not all late (the idea of Facebook's controlled delay).
     """
 
     url: PostgresDsn | None = None
@@ -44,6 +48,8 @@ class DatabaseSettings(SettingsGroup):
     idle_timeout_s: float | None = Field(default=600.0, gt=0)
     min_idle: int | None = Field(default=None, ge=0)
     max_concurrent_connects: int = Field(default=1, ge=1, le=100)
+    overload_wait_s: float | None = Field(default=None, gt=0)
+    overload_window_s: float = Field(default=1.0, gt=0)
     stats_log_interval_s: float | None = Field(default=60.0, gt=0)
     application_name: str = Field(default="alchemy-hex", max_length=63)
 
@@ -51,6 +57,9 @@ class DatabaseSettings(SettingsGroup):
     def _min_idle_fits_the_maximum(self) -> Self:
         if self.min_idle is not None and self.min_idle > self.pool_size + self.max_overflow:
             raise ValueError("min_idle must not exceed the maximum, pool_size + max_overflow")
+        wait_s = self.overload_wait_s
+        if wait_s is not None and wait_s >= self.acquire_timeout_s:
+            raise ValueError("overload_wait_s must be shorter than acquire_timeout_s (else it does nothing)")
         return self
 
 

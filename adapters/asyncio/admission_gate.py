@@ -22,6 +22,8 @@ class GateCounters:
     served: int = 0
     queued: int = 0
     timed_out: int = 0
+    #: Of ``timed_out``: requests that waited only the overload wait (see ``AdmissionGate``).
+    shed: int = 0
     rejected: int = 0
     wait_total_s: float = 0.0
     wait_max_s: float = 0.0
@@ -35,6 +37,15 @@ class AdmissionGate:
     can never overtake the queue. ``max_waiting`` bounds the queue: beyond it a request is rejected
     at once. The counts stay exact however a request ends (success, error, timeout or
     cancellation at any await), which is what keeps the pool from drifting. One event loop.
+
+    **Overload wait** (optional; the idea of Facebook's controlled delay for server queues, after
+    CoDel): with ``overload_wait_s`` set, a request that queues within ``overload_window_s`` of a
+    request's timing out in this queue waits at most ``overload_wait_s`` instead of its own
+    timeout. A burst drains before anyone times out, so its waiters keep their whole timeout; in an
+    overload someone keeps timing out, and a long FIFO wait there only makes every served request
+    late, as the waiters that get a slot are those that almost gave up. The excess is refused
+    quickly instead (``PoolTimeoutError``, a drop for the adaptive limit), which keeps the window
+    open as long as the overload lasts, and the requests served have waited briefly.
     """
 
     def __init__(
@@ -47,9 +58,13 @@ class AdmissionGate:
         limit: ConcurrencyLimit | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_queue: Callable[[], None] | None = None,
+        overload_wait_s: float | None = None,
+        overload_window_s: float = 1.0,
     ) -> None:
         if capacity < 1 or max_waiting < 0:
             raise ValueError(f"gate {name!r} needs capacity >= 1 and max_waiting >= 0")
+        if (overload_wait_s is not None and not overload_wait_s > 0) or not overload_window_s > 0:
+            raise ValueError(f"gate {name!r} needs overload_wait_s > 0 (or None) and overload_window_s > 0")
         self.name = name
         # ``capacity`` is the ceiling (the pool's size); an adaptive ``limit`` moves the effective
         # capacity below it as it learns from the latency samples given to ``release``.
@@ -65,6 +80,10 @@ class AdmissionGate:
         # Queued requests already answered (a slot or an error) whose task has not resumed yet.
         self._settled = 0
         self._closed = False
+        self._overload_wait_s = overload_wait_s
+        self._overload_window_s = overload_window_s
+        # When a request last timed out in the queue (``-inf``: never).
+        self._timed_out_at = float("-inf")
         # Told whenever a request joins the queue (off the fast path), e.g. to grow the pool.
         self.on_queue = on_queue
         self.counters = GateCounters()
@@ -184,6 +203,14 @@ class AdmissionGate:
         self._waiting += 1
         self.counters.queued += 1
         started = self._clock()
+        overload_wait_s = self._overload_wait_s
+        shed = False
+        if (
+            overload_wait_s is not None
+            and overload_wait_s < timeout_s
+            and started - self._timed_out_at < self._overload_window_s
+        ):
+            timeout_s, shed = overload_wait_s, True
         try:
             if self.on_queue is not None:
                 self.on_queue()
@@ -193,7 +220,14 @@ class AdmissionGate:
             self._abandon(future, priority)
             if isinstance(error, TimeoutError):
                 self.counters.timed_out += 1
+                self._timed_out_at = self._clock()
                 self._learn(timeout_s, self._in_use, dropped=True)
+                if shed:
+                    self.counters.shed += 1
+                    raise PoolTimeoutError(
+                        f"no connection to {self.name!r} became free within {timeout_s:.3f}s, the wait "
+                        f"allowed while requests keep timing out in its queue ({self._describe()})"
+                    ) from None
                 raise PoolTimeoutError(
                     f"no connection to {self.name!r} became free within {timeout_s:.3f}s ({self._describe()})"
                 ) from None

@@ -221,6 +221,8 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             # One limit per target: what the writer's latency teaches says nothing of a replica.
             limit=None if self._concurrency_limit is None else self._concurrency_limit(),
             clock=self._clock,
+            overload_wait_s=self._pool.overload_wait_s,
+            overload_window_s=self._pool.overload_window_s,
         )
         pool_options = self._pool
         grower = PoolGrower(

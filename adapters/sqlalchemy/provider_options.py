@@ -24,6 +24,10 @@ class PoolOptions:
     recycled after ``max_lifetime_s`` minus up to ``lifetime_jitter`` of it, pinged by the monitor
     after ``keepalive_s`` idle and closed after ``idle_timeout_s`` idle while more than ``min_idle``
     (default: ``pool_size``) stay. ``pgbouncer`` adapts everything to PgBouncer's transaction mode.
+    With ``overload_wait_s`` set, a request that queues within ``overload_window_s`` of another's
+    timing out waits at most that long (controlled delay, see
+    :class:`adapters.asyncio.admission_gate.AdmissionGate`): under overload the excess is refused
+    fast and the requests served have not waited out ``acquire_timeout_s``.
     """
 
     pool_size: int = 10
@@ -38,6 +42,8 @@ class PoolOptions:
     idle_timeout_s: float | None = 600.0
     min_idle: int | None = None
     max_concurrent_connects: int = 1
+    overload_wait_s: float | None = None
+    overload_window_s: float = 1.0
     pgbouncer: bool = False
 
     @property

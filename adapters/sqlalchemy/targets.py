@@ -130,6 +130,7 @@ def target_stats(t: Target) -> TargetStats:
         served=counters.served,
         queued=counters.queued,
         timed_out=counters.timed_out,
+        shed=counters.shed,
         rejected=counters.rejected,
         wait_total_s=counters.wait_total_s,
         wait_max_s=counters.wait_max_s,

@@ -112,8 +112,8 @@ async def run_saturating(dsn: str) -> dict[str, Any]:
         "fixed_low": (None, 2),
         "fixed_high": (None, high),
         # Tuned for this model (a server of capacity one, a short gate queue): a sample slower
-        # than twice the unloaded latency is congestion; the gradient tolerates 1.2x (default
-        # 1.5) with 2 calls of headroom (default 4). Both keep at least 2 in flight, so that the
+        # than twice the unloaded latency is congestion; the gradient tolerates 1.1x (default
+        # 1.5) with 1 call of headroom (default 4). Both keep at least 2 in flight, so that the
         # server never idles between one request's COMMIT and the next one's lock.
         "aimd": (
             lambda: AimdConcurrencyLimit(
@@ -127,7 +127,7 @@ async def run_saturating(dsn: str) -> dict[str, Any]:
         ),
         "gradient": (
             lambda: GradientConcurrencyLimit(
-                initial_limit=10, min_limit=2, max_limit=high, rtt_tolerance=1.2, queue_size=2
+                initial_limit=10, min_limit=2, max_limit=high, rtt_tolerance=1.1, queue_size=1
             ),
             high,
         ),
@@ -139,10 +139,17 @@ async def run_saturating(dsn: str) -> dict[str, Any]:
         "phase_s": saturation.PHASE_S,
         "phases": {name: share for name, share in saturation.PHASES},
     }
-    # The same short wait in the gate for every limit: two unloaded latencies.
-    results["gate_wait_ms"] = 2 * unloaded_s * 1e3
+    # The same gate for every limit: a wait of two unloaded latencies, cut to half of one while
+    # requests keep timing out in the queue (the gate's overload wait, within 20 of them).
+    wait_s, overload_wait_s, overload_window_s = 2 * unloaded_s, unloaded_s / 2, 20 * unloaded_s
+    results["gate_wait_ms"] = wait_s * 1e3
+    results["gate_overload_wait_ms"] = overload_wait_s * 1e3
+    results["gate_overload_window_ms"] = overload_window_s * 1e3
     for name, (make, fixed) in limits.items():
-        results[name] = await saturation.drive(dsn, make, fixed, capacity, 2 * unloaded_s)
+        results[name] = await saturation.drive(
+            dsn, make, fixed, capacity, wait_s, overload_wait_s, overload_window_s
+        )
+    results["goals"] = {name: saturation.goals(results, name) for name in ("aimd", "gradient")}
     return results
 
 
@@ -173,6 +180,9 @@ def _print_saturating(results: dict[str, Any]) -> None:
                 f"{r['refused']:>9}{r['timed_out']:>9}{r['late']:>9}"
             )
         print(f"{'':<11}recovery after the overload: {results[name]['recovery_s']} s")
+    for name, goals in results["goals"].items():
+        verdict = ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in goals.items())
+        print(f"goals for {name}: {verdict}")
 
 
 def main() -> None:

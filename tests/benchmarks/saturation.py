@@ -55,7 +55,12 @@ class Phase:
 
 
 def _provider(
-    dsn: str, limit: Callable[[], ConcurrencyLimit] | None, fixed: int, wait_s: float = DEADLINE_S
+    dsn: str,
+    limit: Callable[[], ConcurrencyLimit] | None,
+    fixed: int,
+    wait_s: float = DEADLINE_S,
+    overload_wait_s: float | None = None,
+    overload_window_s: float = 0.1,
 ) -> SqlAlchemyConnectionProvider:
     # A request waits in the gate at most ``wait_s``: under overload a FIFO queue that may hold a
     # request for its whole deadline serves every request late, whatever the limit behind it.
@@ -67,6 +72,8 @@ def _provider(
             max_overflow=fixed - min(fixed, 10),
             acquire_timeout_s=wait_s,
             max_waiting=200,
+            overload_wait_s=overload_wait_s,
+            overload_window_s=overload_window_s,
         ),
         timeouts=TimeoutOptions(statement_timeout_s=DEADLINE_S),
         monitor=MonitorOptions(stats_log_interval_s=None),
@@ -105,9 +112,15 @@ async def calibrate(dsn: str) -> tuple[float, float]:
 
 
 async def drive(
-    dsn: str, limit: Callable[[], ConcurrencyLimit] | None, fixed: int, capacity: float, wait_s: float
+    dsn: str,
+    limit: Callable[[], ConcurrencyLimit] | None,
+    fixed: int,
+    capacity: float,
+    wait_s: float,
+    overload_wait_s: float | None = None,
+    overload_window_s: float = 0.1,
 ) -> dict[str, Any]:
-    provider = _provider(dsn, limit, fixed, wait_s)
+    provider = _provider(dsn, limit, fixed, wait_s, overload_wait_s, overload_window_s)
     gate = provider._target("writer").gate
     rng = random.Random(SEED)
     phases = [Phase(name, share * capacity) for name, share in PHASES]
@@ -202,3 +215,20 @@ def _recovery_s(phase: Phase) -> float | None:
         if arrived and served >= 0.95 * arrived:
             return k * window
     return None
+
+
+def goals(results: dict[str, Any], name: str) -> dict[str, bool]:
+    """The issue's goals for the adaptive limit ``name``, from :func:`drive`'s figures of every limit."""
+    mine, high = results[name], results["fixed_high"]
+    overload = mine["overload"]
+    bound_ms = 4 * results["unloaded_p50_ms"]
+    recovery = mine["recovery_s"]
+    return {
+        "goodput at 2x >= 85% of capacity": overload["goodput_share_of_capacity"] >= 0.85,
+        "goodput at 2x >= 2x fixed high": overload["goodput_per_s"] >= 2 * high["overload"]["goodput_per_s"],
+        f"p99 at 2x <= 4x unloaded ({bound_ms:.0f} ms)": overload["p99_ms"] <= bound_ms,
+        "below capacity within 5% of fixed high": all(
+            mine[phase]["goodput_per_s"] >= 0.95 * high[phase]["goodput_per_s"] for phase in ("below", "near")
+        ),
+        "recovered within 5 s": recovery is not None and recovery <= 5.0,
+    }

@@ -62,6 +62,35 @@ async def test_a_pool_timeout_names_the_target_and_its_state(provider: SqlAlchem
     assert provider.stats().targets[0].timed_out == 1
 
 
+async def test_while_requests_keep_timing_out_the_next_wait_only_the_overload_wait(database_url: str) -> None:
+    provider = SqlAlchemyConnectionProvider(
+        writer_url=database_url,
+        pool=PoolOptions(pool_size=1, max_overflow=0, acquire_timeout_s=0.3, overload_wait_s=0.02),
+        monitor=MonitorOptions(stats_log_interval_s=None),
+    )
+    try:
+        async with provider.connection(Intent.WRITE) as held:
+            await held.execute(text("SELECT 1"))
+            loop = asyncio.get_running_loop()
+            waits = []
+            for _ in range(3):
+                started = loop.time()
+                with pytest.raises(PoolTimeoutError):
+                    async with provider.connection(Intent.WRITE):
+                        pass
+                waits.append(loop.time() - started)
+        # The first waits its whole acquire timeout; the next two arrive while the queue keeps
+        # timing out, and are refused after the overload wait.
+        assert waits[0] >= 0.3
+        assert all(w < 0.2 for w in waits[1:]), waits
+        stats = provider.stats().targets[0]
+        assert (stats.timed_out, stats.shed) == (3, 2)
+        async with provider.connection(Intent.WRITE) as connection:  # the pool is fine afterwards
+            assert await connection.scalar(text("SELECT 1")) == 1
+    finally:
+        await provider.aclose(timeout_s=5)
+
+
 async def test_a_slow_statement_is_cancelled_on_the_server_with_a_clear_error(
     provider: SqlAlchemyConnectionProvider, database_url: str
 ) -> None:

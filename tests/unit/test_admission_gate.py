@@ -180,3 +180,63 @@ async def test_failing_the_waiters_gives_each_its_own_error_and_leaves_the_count
     assert all(isinstance(e, ShuttingDownError) for e in errors)
     assert len({id(e) for e in errors}) == 3
     assert (gate.in_use, gate.waiting, gate.unserved) == (0, 0, 0)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_while_requests_keep_timing_out_a_new_waiter_waits_only_the_overload_wait() -> None:
+    clock = _Clock()
+    gate = AdmissionGate(
+        name="writer", capacity=1, max_waiting=10, clock=clock, overload_wait_s=0.01, overload_window_s=1.0
+    )
+    async with gate.admit(Priority.NORMAL, timeout_s=1):
+        # Nobody has timed out yet: a waiter gets its whole (short, for the test) timeout.
+        with pytest.raises(PoolTimeoutError, match=r"within 0\.030s \(") as plain:
+            await gate.acquire(Priority.NORMAL, timeout_s=0.03)
+        assert "timing out" not in str(plain.value)
+        # Within the window of that timeout a waiter asking for 10 s waits 10 ms, and says why.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        cut = r"within 0\.010s, the wait allowed while requests keep timing out"
+        with pytest.raises(PoolTimeoutError, match=cut):
+            await gate.acquire(Priority.NORMAL, timeout_s=10)
+        assert loop.time() - started < 1
+        # That refusal keeps the window open; once it has passed, waits are whole again.
+        clock.now += 0.5
+        with pytest.raises(PoolTimeoutError, match=r"within 0\.010s"):
+            await gate.acquire(Priority.NORMAL, timeout_s=10)
+        clock.now += 1.5
+        waiter = asyncio.create_task(gate.acquire(Priority.NORMAL, timeout_s=10))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+    assert await waiter == pytest.approx(0.0)  # the fake clock stood still while it waited
+    gate.release()
+    assert (gate.counters.timed_out, gate.counters.shed) == (3, 2)
+    assert (gate.in_use, gate.waiting, gate.unserved) == (0, 0, 0)
+
+
+async def test_a_burst_that_drains_keeps_its_whole_wait_under_the_overload_wait() -> None:
+    gate = AdmissionGate(
+        name="writer", capacity=1, max_waiting=10, overload_wait_s=0.001, overload_window_s=10
+    )
+    order: list[str] = []
+
+    async def one(name: str) -> None:
+        async with gate.admit(Priority.NORMAL, timeout_s=5):
+            order.append(name)
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(one(str(i)) for i in range(5)))  # each waits well past 1 ms: nobody timed out
+    assert order == ["0", "1", "2", "3", "4"]
+    assert (gate.counters.timed_out, gate.counters.shed) == (0, 0)
+
+
+def test_the_overload_wait_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="overload_wait_s > 0"):
+        AdmissionGate(name="writer", capacity=1, max_waiting=1, overload_wait_s=0)

@@ -65,6 +65,8 @@ def test_explicit_values_win_over_the_preset(monkeypatch: pytest.MonkeyPatch) ->
         ({"database": {"url": f"postgresql://u:{SECRET}@db:notaport/x"}}, "database.url"),
         ({"database": {"replica_urls": [f"http://u:{SECRET}@r/x"]}}, "database.replica_urls.0"),
         ({"database": {"poolsize": 3}}, "database.poolsize"),
+        ({"database": {"overload_wait_s": 5.0, "acquire_timeout_s": 5.0}}, "overload_wait_s must be shorter"),
+        ({"database": {"overload_window_s": 0}}, "database.overload_window_s"),
     ],
 )
 def test_a_bad_value_names_its_field_and_never_the_secret(overrides: dict[str, object], field: str) -> None:
