@@ -33,7 +33,15 @@ from container import (
     watch_served_secrets,
 )
 from demo import embedded_database, print_summary, run_demo
-from demo_faults import MIN_SECONDS, FaultLab, FaultPlan, FaultScript, fault_lab, print_faults
+from demo_faults import (
+    DEFAULT_TIMELINE,
+    MIN_SECONDS,
+    FaultLab,
+    FaultPlan,
+    FaultScript,
+    fault_lab,
+    print_faults,
+)
 from domain.errors import DomainError
 from ports.errors import ConfigurationError, HexError
 from settings import HttpSettings, Settings, load_settings
@@ -212,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--timeline",
-        default="demo-faults-timeline.png",
+        default=str(DEFAULT_TIMELINE),
         help="where --faults writes its timeline picture (default: %(default)s in the current folder)",
     )
     demo.add_argument("--workers", type=_bounded(int, 1, 1000), default=16)

@@ -32,6 +32,16 @@ from settings import Settings
 if TYPE_CHECKING:
     from adapters.postgres.fault_proxy import FaultProxy
 
+__all__ = [
+    "DEFAULT_TIMELINE",
+    "MIN_SECONDS",
+    "FaultLab",
+    "FaultPlan",
+    "FaultScript",
+    "fault_lab",
+    "print_faults",
+]
+
 #: Where the picture goes unless ``--timeline`` says otherwise (the current folder).
 DEFAULT_TIMELINE: Final = Path("demo-faults-timeline.png")
 #: ``--seconds`` below this leaves the steps too short to show anything.
@@ -159,7 +169,7 @@ class FaultScript:
     async def _replica_stopped(self, say: Say) -> None:
         replica, name = self.lab.servers.replicas[0], "replica-1"
         step = self._begin("replica stopped")
-        say(f"{name} stopping (pg_ctl stop -m fast): its reads go elsewhere")
+        say(f"{name} stopping (pg_ctl stop -m fast): its reads fall back to the writer")
         await asyncio.to_thread(replica.stop, "fast")
         await asyncio.sleep(self.plan.replica_down_s)
         await asyncio.to_thread(replica.start)
@@ -301,14 +311,3 @@ def print_faults(faults: dict[str, Any]) -> None:
     )
     drawn = faults["timeline"] or "not drawn: matplotlib is missing (pip install 'alchemy-hex[pictures]')"
     print(f"timeline    {drawn}")
-
-
-__all__ = [
-    "DEFAULT_TIMELINE",
-    "MIN_SECONDS",
-    "FaultLab",
-    "FaultPlan",
-    "FaultScript",
-    "fault_lab",
-    "print_faults",
-]
