@@ -8,7 +8,7 @@ export HEX_PGBOUNCER_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-pgbouncer
 # Prometheus for the scrape test, unpacked from Debian's package (see tests/fetch_prometheus.sh).
 export HEX_PROMETHEUS_DIR ?= $(or $(TMPDIR),/tmp)/alchemy-hex-prometheus
 
-.PHONY: demo serve test lint typecheck imports unit bench bench-http bench-instructions pgbouncer prometheus clean
+.PHONY: demo demo-faults serve test lint typecheck imports unit bench bench-http bench-instructions pgbouncer prometheus clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo,telemetry,pictures]'
 	touch $(STAMP)
 
+# ARGS= passes options on, e.g. `make demo ARGS="--seconds 20 --workers 32"`.
 demo: $(STAMP)
-	$(BIN)/alchemy-hex demo
+	$(BIN)/alchemy-hex demo $(ARGS)
+
+# About 30 s: a replica stopped and restarted, the writer restarted, latency on its path, under the
+# demo's load; then the summary and demo-faults-timeline.png (`make demo ARGS=--faults` is the same).
+demo-faults: $(STAMP)
+	$(BIN)/alchemy-hex demo --faults $(ARGS)
 
 # The HTTP service on 127.0.0.1:8000 (HOST=, PORT= to change); a throwaway primary + replica without DATABASE_URL.
 serve: $(STAMP)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -31,15 +33,34 @@ from container import (
     watch_served_secrets,
 )
 from demo import embedded_database, print_summary, run_demo
+from demo_faults import (
+    DEFAULT_TIMELINE,
+    MIN_SECONDS,
+    FaultLab,
+    FaultPlan,
+    FaultScript,
+    fault_lab,
+    print_faults,
+)
 from domain.errors import DomainError
 from ports.errors import ConfigurationError, HexError
 from settings import HttpSettings, Settings, load_settings
 
 log = structlog.get_logger("cli")
 
+_DEMO_SECONDS: Final = 5.0
+#: Beyond the scripted time, how long ``demo --faults`` may wait for the service to come back.
+_FAULTS_SLACK_S: Final = 60.0
+
 
 async def _with_container(
-    settings: Settings, command: str, args: argparse.Namespace, scrubber: SecretScrubber, *, fresh: bool
+    settings: Settings,
+    command: str,
+    args: argparse.Namespace,
+    scrubber: SecretScrubber,
+    *,
+    fresh: bool,
+    lab: FaultLab | None = None,
 ) -> dict[str, Any]:
     container = create_container(settings)
     watch_served_secrets(container, scrubber)
@@ -58,8 +79,7 @@ async def _with_container(
         if command == "migrate":
             return {"migrated": "head"}
         if command == "demo":
-            plan = WorkloadPlan(accounts=args.accounts, workers=args.workers, duration_s=args.seconds)
-            return await run_demo(container, plan, progress=not args.json and sys.stderr.isatty())
+            return await _demo(container, args, lab)
         return await _use_case(container, command, args)
     finally:
         if server is not None:
@@ -67,6 +87,43 @@ async def _with_container(
         await stop_resources(container)
         if exported is not None:
             exported.shutdown()
+
+
+async def _demo(container: Container, args: argparse.Namespace, lab: FaultLab | None) -> dict[str, Any]:
+    progress = not args.json and sys.stderr.isatty()
+    if lab is None:
+        plan = WorkloadPlan(accounts=args.accounts, workers=args.workers, duration_s=args.seconds)
+        return await run_demo(container, plan, progress=progress)
+    faults = FaultPlan().scaled_to(args.seconds)
+    script = FaultScript(lab, container, faults, timeline_path=Path(args.timeline))
+    # The script ends the workload; the plan's length only bounds a script that hangs. A client
+    # backs off after a failure, as the chaos suite's do, rather than spin on an open circuit.
+    bound = faults.total_s + _FAULTS_SLACK_S
+    plan = WorkloadPlan(accounts=args.accounts, workers=args.workers, duration_s=bound, failure_pause_s=0.01)
+    return await run_demo(container, plan, progress=progress, companion=script)
+
+
+@contextlib.contextmanager
+def _database(
+    settings: Settings, args: argparse.Namespace, replicas: int
+) -> Iterator[tuple[Settings, FaultLab | None]]:
+    """The settings to run with: as given, or pointed at throwaway servers (behind a proxy for --faults)."""
+    if not getattr(args, "faults", False):
+        with embedded_database(settings, replicas=replicas) as ready:
+            yield ready, None
+        return
+    if args.seconds < MIN_SECONDS:
+        raise ConfigurationError(f"demo --faults needs --seconds of at least {MIN_SECONDS:g}")
+    with fault_lab(settings, replicas=replicas) as (ready, lab):
+        yield ready, lab
+
+
+def _quiet_for_faults(settings: Settings) -> Settings:
+    """Errors only, unless ``HEX_LOGGING__LEVEL`` says otherwise: the faults provoke thousands of
+    expected warnings (circuit opened, connection failed), which would bury the script's lines."""
+    if any(name.upper() == "HEX_LOGGING__LEVEL" for name in os.environ):
+        return settings
+    return settings.model_copy(update={"logging": settings.logging.model_copy(update={"level": "error"})})
 
 
 def _exported(container: Container) -> Any:
@@ -149,7 +206,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the schema to the newest revision (under an advisory lock)")
     demo = sub.add_parser("demo", help="run a concurrent ledger workload and print a summary")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    demo.add_argument("--seconds", type=_bounded(float, 0.001, 86_400.0), default=5.0)
+    demo.add_argument(
+        "--seconds",
+        type=_bounded(float, 0.001, 86_400.0),
+        help=f"how long the load runs (default {_DEMO_SECONDS:g}); with --faults, the scripted sequence "
+        f"(default {FaultPlan().total_s:g}), its steps scaled to fit",
+    )
+    demo.add_argument(
+        "--faults",
+        action="store_true",
+        help="on the throwaway servers only: stop and restart a replica, restart the writer and add "
+        "latency on its path while the load runs; then the summary and a timeline picture",
+    )
+    demo.add_argument(
+        "--timeline",
+        default=str(DEFAULT_TIMELINE),
+        help="where --faults writes its timeline picture (default: %(default)s in the current folder)",
+    )
     demo.add_argument("--workers", type=_bounded(int, 1, 1000), default=16)
     demo.add_argument("--accounts", type=_bounded(int, 1, 10_000), default=20)
     demo.add_argument("--ack-file", help="write the idempotency key of every acknowledged transfer here")
@@ -193,19 +266,23 @@ def run(argv: Sequence[str] | None = None) -> int:
     2 bad input or settings.
     """
     args = _parser().parse_args(argv)
+    if args.command == "demo" and args.seconds is None:
+        args.seconds = FaultPlan().total_s if args.faults else _DEMO_SECONDS
     scrubber = SecretScrubber()
     try:
         settings = load_settings()
+        if getattr(args, "faults", False):
+            settings = _quiet_for_faults(settings)
         scrubber = setup_logging(settings)
         fresh = settings.database.url is None
         replicas = args.replicas if args.command in ("demo", "serve") else 0
-        with embedded_database(settings, replicas=replicas) as ready:
+        with _database(settings, args, replicas) as (ready, lab):
             if args.command == "serve":
                 return _serve(ready, args, scrubber, fresh=fresh)
             if getattr(args, "ack_file", None):
                 # Created up front so that a crash before the end still leaves a file to read.
                 Path(args.ack_file).write_text("")
-            result = asyncio.run(_with_container(ready, args.command, args, scrubber, fresh=fresh))
+            result = asyncio.run(_with_container(ready, args.command, args, scrubber, fresh=fresh, lab=lab))
     except (HexError, DomainError) as error:
         print(f"alchemy-hex: error: {scrubber.scrub(str(error))}", file=sys.stderr)
         return 2 if isinstance(error, DomainError | ConfigurationError) else 1
@@ -230,9 +307,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         Path(args.ack_file).write_text("".join(f"{key}\n" for key in acknowledged))
     if args.command == "demo" and not args.json:
         print_summary(result)
+        if "faults" in result:
+            print_faults(result["faults"])
     else:
         print(json.dumps(result))
-    return 0 if result.get("balance_check", {}).get("passed", True) else 1
+    passed = result.get("balance_check", {}).get("passed", True)
+    return 0 if passed and result.get("faults", {}).get("passed", True) else 1
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -21,15 +22,26 @@ from ports.circuit_breaker import CircuitBreaker
 from ports.connection_provider import ProviderStats
 from settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from adapters.postgres.cluster import PostgresCluster
+
 log = structlog.get_logger("demo")
+
+#: Prints one line of the demo's story (``demo --faults``' steps) above the live progress line.
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedServers:
+    """A started throwaway primary and its streaming replicas (``replica-1``, ... in that order)."""
+
+    primary: PostgresCluster
+    replicas: tuple[PostgresCluster, ...]
 
 
 @contextlib.contextmanager
-def embedded_database(settings: Settings, *, replicas: int) -> Iterator[Settings]:
-    """``settings`` as given when a writer is configured, else pointed at a throwaway cluster."""
-    if settings.database.url is not None:
-        yield settings
-        return
+def embedded_servers(*, replicas: int) -> Iterator[EmbeddedServers]:
+    """A throwaway primary and ``replicas`` streaming replicas, destroyed on exit."""
     # Demo tooling: imported only here, so that a service with a database of its own never loads it.
     from adapters.postgres.cluster import PostgresCluster, find_binaries
 
@@ -38,23 +50,58 @@ def embedded_database(settings: Settings, *, replicas: int) -> Iterator[Settings
         stack.callback(primary.destroy)
         primary.init()
         primary.start()
-        replica_dsns = []
+        started = []
         for _ in range(replicas):
             replica = primary.create_replica()
             stack.callback(replica.destroy)
-            replica_dsns.append(replica.dsn())
-        database = settings.database.model_copy(update={"url": primary.dsn(), "replica_urls": ()})
-        overrides = settings.model_dump(exclude={"database"})
-        overrides["database"] = {**_unsecret(database.model_dump()), "replica_urls": replica_dsns}
-        yield load_settings(**overrides)
+            started.append(replica)
+        yield EmbeddedServers(primary, tuple(started))
+
+
+@contextlib.contextmanager
+def embedded_database(settings: Settings, *, replicas: int) -> Iterator[Settings]:
+    """``settings`` as given when a writer is configured, else pointed at a throwaway cluster."""
+    if settings.database.url is not None:
+        yield settings
+        return
+    with embedded_servers(replicas=replicas) as servers:
+        yield pointed_at(settings, servers.primary.dsn(), [r.dsn() for r in servers.replicas])
+
+
+def pointed_at(settings: Settings, writer_dsn: str, replica_dsns: Sequence[str]) -> Settings:
+    """``settings`` with the writer at ``writer_dsn`` and the replicas at ``replica_dsns``."""
+    database = settings.database.model_copy(update={"url": writer_dsn, "replica_urls": ()})
+    overrides = settings.model_dump(exclude={"database"})
+    overrides["database"] = {**_unsecret(database.model_dump()), "replica_urls": list(replica_dsns)}
+    return load_settings(**overrides)
 
 
 def _unsecret(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in values.items()}
 
 
-async def run_demo(container: Container, plan: WorkloadPlan, *, progress: bool) -> dict[str, Any]:
-    """Run the workload of ``plan`` until done or SIGTERM/SIGINT; its summary and the acknowledged keys."""
+class DemoCompanion(Protocol):
+    """What runs beside the demo's workload and ends it (``demo --faults``' scripted faults)."""
+
+    def observe(self, kind: str, started: float, ended: float, error: str | None) -> None:
+        """Told of every call of the workload as it ends (see ``app.ledger.workload.CallObserver``)."""
+
+    async def run(self, workload: LedgerWorkload, say: Say) -> None:
+        """Do its part while ``workload`` runs; the workload stops when this returns."""
+
+    async def finish(self, acknowledged: Sequence[str]) -> dict[str, Any]:
+        """Its part of the summary, given the idempotency keys of every acknowledged transfer."""
+
+
+async def run_demo(
+    container: Container, plan: WorkloadPlan, *, progress: bool, companion: DemoCompanion | None = None
+) -> dict[str, Any]:
+    """Run the workload of ``plan`` until done or SIGTERM/SIGINT; its summary and the acknowledged keys.
+
+    With a ``companion``, the workload stops when the companion's ``run`` returns (or ``plan`` is
+    over), and its ``finish`` adds ``"faults"`` to the summary.
+    """
+    stop = _stop_on_signals()
     workload = LedgerWorkload(
         open_account=container.open_account(),
         deposit=container.deposit(),
@@ -62,15 +109,46 @@ async def run_demo(container: Container, plan: WorkloadPlan, *, progress: bool) 
         get_balance=container.get_balance(),
         audit=container.audit_ledger(),
         settle=container.connection_provider().wait_for_replay,
-        stop=_stop_on_signals(),
+        stop=stop,
+        on_call=None if companion is None else companion.observe,
     )
     shown = asyncio.create_task(_show_progress(container, workload)) if progress else None
+    scripted = None
+    if companion is not None:
+        scripted = asyncio.create_task(_accompany(companion, workload, stop, say_above_progress(progress)))
     try:
         report = await workload.run(plan)
     finally:
-        if shown is not None:
-            shown.cancel()
-    return _summary(container, report) | {"acknowledged_keys": report.progress.acknowledged}
+        for task in (shown, scripted):
+            if task is not None and not task.done():
+                task.cancel()
+    summary = _summary(container, report) | {"acknowledged_keys": report.progress.acknowledged}
+    if companion is not None and scripted is not None:
+        # A failure of the companion itself (a server that would not start again) surfaces here.
+        with contextlib.suppress(asyncio.CancelledError):
+            await scripted
+        summary["faults"] = await companion.finish(report.progress.acknowledged)
+    return summary
+
+
+async def _accompany(
+    companion: DemoCompanion, workload: LedgerWorkload, stop: asyncio.Event, say: Say
+) -> None:
+    try:
+        await companion.run(workload, say)
+    finally:
+        stop.set()
+
+
+def say_above_progress(progress: bool) -> Say:
+    """Print a line to stderr; on a terminal it replaces the live line, which the next tick redraws."""
+    prefix = "\r\x1b[K" if progress else ""
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"{prefix}{line}\n")
+        sys.stderr.flush()
+
+    return say
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -22,10 +22,18 @@ from ports.errors import HexError
 
 T = TypeVar("T")
 
+#: Told of every call as it ends: its kind (``read``, ``transfer``, ``replay``), when it started and
+#: ended on the workload's clock, and the error's type name (``None`` when it succeeded).
+CallObserver = Callable[[str, float, float, str | None], None]
+
 
 @dataclass(frozen=True, slots=True)
 class WorkloadPlan:
-    """How big and how long: accounts, concurrent workers, seconds, and the share of reads."""
+    """How big and how long: accounts, concurrent workers, seconds, and the share of reads.
+
+    ``failure_pause_s`` is how long a worker waits after a failed call, as a real client backs
+    off: without it a worker whose calls an open circuit refuses in microseconds spins.
+    """
 
     accounts: int = 20
     workers: int = 16
@@ -34,6 +42,7 @@ class WorkloadPlan:
     initial_balance: int = 100_000
     replay_share: float = 0.05
     seed: int | None = None
+    failure_pause_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -80,6 +89,7 @@ class LedgerWorkload:
         settle: Callable[[], Awaitable[object]],
         stop: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_call: CallObserver | None = None,
     ) -> None:
         self._open_account = open_account
         self._deposit = deposit
@@ -89,6 +99,8 @@ class LedgerWorkload:
         self._settle = settle
         self._stop = stop or asyncio.Event()
         self._clock = clock
+        self._on_call = on_call
+        self._failure_pause_s = 0.0
         self.progress = WorkloadProgress()
 
     async def run(self, plan: WorkloadPlan) -> WorkloadReport:
@@ -99,6 +111,7 @@ class LedgerWorkload:
         # The seeded accounts must be visible on the replicas before reads go there.
         await self._settle()
         rng = random.Random(plan.seed)
+        self._failure_pause_s = plan.failure_pause_s
         started = self._clock()
         deadline = started + plan.duration_s
         workers = (
@@ -137,11 +150,18 @@ class LedgerWorkload:
                 last_key = (key, source, destination, amount)
 
     async def _count(self, kind: str, call: Awaitable[T]) -> T | None:
+        started = self._clock()
         try:
             result = await call
         except (DomainError, HexError) as error:
             self.progress.failed[kind] += 1
             self.progress.errors[type(error).__name__] += 1
+            if self._on_call is not None:
+                self._on_call(kind, started, self._clock(), type(error).__name__)
+            if self._failure_pause_s:
+                await asyncio.sleep(self._failure_pause_s)
             return None
         self.progress.ok[kind] += 1
+        if self._on_call is not None:
+            self._on_call(kind, started, self._clock(), None)
         return result

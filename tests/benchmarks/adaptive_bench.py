@@ -21,6 +21,7 @@ from sqlalchemy import text
 from adapters.memory.concurrency_limit import AimdConcurrencyLimit, GradientConcurrencyLimit
 from adapters.memory.rate_limiter import SlidingWindowRateLimiter, TokenBucketRateLimiter
 from adapters.postgres.cluster import PostgresCluster, find_binaries
+from adapters.postgres.fault_proxy import FaultProxy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
 from ports.concurrency_limit import ConcurrencyLimit
@@ -28,7 +29,6 @@ from ports.connection_provider import Intent
 from ports.errors import HexError
 from ports.rate_limiter import RateLimiter
 from tests.benchmarks import saturation
-from tests.chaos.fault_proxy import FaultProxy
 
 CLIENTS = 50
 POOL = 20

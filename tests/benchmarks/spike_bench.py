@@ -33,10 +33,10 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from adapters.postgres.cluster import PostgresCluster, find_binaries
+from adapters.postgres.fault_proxy import FaultProxy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
 from ports.connection_provider import Intent
-from tests.chaos.fault_proxy import FaultProxy
 
 CONNECT_DELAY_S: Final = 0.150
 MAXIMUM, MIN_IDLE, REQUESTS = 50, 5, 50

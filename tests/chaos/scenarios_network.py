@@ -9,8 +9,8 @@ from typing import Final
 
 import asyncpg
 
+from adapters.postgres.fault_proxy import FaultProxy
 from settings import Settings
-from tests.chaos.fault_proxy import FaultProxy
 from tests.chaos.harness import (
     ChaosLab,
     Scale,

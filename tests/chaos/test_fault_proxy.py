@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.chaos.fault_proxy import LOOPBACK, FaultProxy
+from adapters.postgres.fault_proxy import LOOPBACK, FaultProxy
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -30,7 +30,7 @@ from tests.support import create_database, drop_database, fetch_value
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 PACKAGES: Final = ("adapters", "app", "domain", "http_api", "ports", "settings")
-MODULES: Final = ("cli.py", "container.py", "demo.py", "pictures.py", "telemetry.py")
+MODULES: Final = ("cli.py", "container.py", "demo.py", "demo_faults.py", "pictures.py", "telemetry.py")
 _PIP_TIMEOUT_S: Final = 600.0
 # What a checkout holds besides the source: none of it may leak into the build.
 _NOT_SOURCE: Final = shutil.ignore_patterns(

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.fault_proxy import FaultProxy
+from adapters.postgres.fault_proxy import FaultProxy
 from tests.chaos.harness import ChaosLab, chaos_lab
 from tests.http.load import HttpLoad, seed_accounts
 from tests.http.support import serve_process

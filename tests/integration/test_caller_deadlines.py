@@ -13,6 +13,7 @@ from sqlalchemy import text
 from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
 from adapters.memory.rate_limiter import TokenBucketRateLimiter, UnlimitedRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
+from adapters.postgres.fault_proxy import FaultProxy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, TimeoutOptions
@@ -21,7 +22,6 @@ from ports.connection_provider import Intent
 from ports.deadline import deadline_scope
 from ports.errors import DeadlineExceededError
 from ports.rate_limiter import RateLimiter
-from tests.chaos.fault_proxy import FaultProxy
 from tests.support import fetch_value
 
 APP = "hex-deadline-test"

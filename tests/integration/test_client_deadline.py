@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
 from adapters.memory.rate_limiter import UnlimitedRateLimiter
 from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
+from adapters.postgres.fault_proxy import FaultProxy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, TimeoutOptions
@@ -26,7 +27,6 @@ from adapters.sqlalchemy.targets import EngineOptions, _url_and_connect_args
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
 from ports.errors import CommitOutcomeUnknownError, DatabaseUnavailableError
-from tests.chaos.fault_proxy import FaultProxy
 
 STATEMENT_TIMEOUT_S = 0.3
 CONNECT_TIMEOUT_S = 0.2

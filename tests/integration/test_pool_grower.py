@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import text
 
+from adapters.postgres.fault_proxy import FaultProxy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
 from ports.connection_provider import Intent
 from ports.errors import DatabaseUnavailableError
-from tests.chaos.fault_proxy import FaultProxy
 from tests.support import fetch_value
 
 APP = "hex-grower-test"

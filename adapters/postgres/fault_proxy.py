@@ -12,6 +12,9 @@ blocks the loop would freeze the "network" too and hide the fault under test. An
 adds must be its own, not the service loop's scheduling lag under a burst of tasks. Control calls
 cross into that thread and return once the change is in force, so they are safe from any thread
 or event loop (they block for microseconds).
+
+Demo and test tooling, like the rest of this package: the chaos suite, the benchmarks and
+``alchemy-hex demo --faults`` put it between the service and a throwaway server.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class FaultProxy:
     """``with FaultProxy(upstream_port=5432) as proxy:`` forwards ``proxy.port`` to the server.
 
     Use :meth:`dsn` to point a DSN at the proxy. Faults apply to traffic in flight as well as to
-    new connections. Not meant for anything but loopback tests.
+    new connections. Not meant for anything but loopback tests and the demo.
     """
 
     def __init__(self, *, upstream_port: int, upstream_host: str = LOOPBACK, port: int = 0) -> None:
