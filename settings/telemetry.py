@@ -19,8 +19,8 @@ class TelemetrySettings(SettingsGroup):
 
     ``sql_spans``: a ``CLIENT`` span per statement on every engine of the connection provider
     (the writer and each replica), from ``opentelemetry-instrumentation-sqlalchemy`` (the
-    ``telemetry`` extra), under the unit of work's span. Off by default: it costs every statement
-    a few microseconds even when no span is exported, and the use case's spans already say which
+    ``telemetry`` extra), under the unit of work's span. Off by default: every statement pays for
+    the listeners even when no span is exported, and the use case's spans already say which
     target served a unit and how long it took.
     """
 
