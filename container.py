@@ -328,6 +328,26 @@ async def _metrics_lifecycle(
     stop_policies()
 
 
+def _sql_spans(
+    enabled: bool, provider: SqlAlchemyConnectionProvider, tracer_provider: otel_trace.TracerProvider
+) -> int:
+    """A ``CLIENT`` span per statement on every engine of ``provider`` when ``telemetry.sql_spans``.
+
+    The writer's engine and each replica's, recorded by the container's tracer provider, so the
+    SQL spans sit under the unit of work's span. The instrumentation belongs to the ``telemetry``
+    extra and is wired by the entry points' module (``telemetry.trace_sql``: why not the
+    instrumentor, nor the asyncpg instrumentation, is said there); it is imported only when
+    switched on (the settings checked it is installed). Returns how many engines are traced.
+    """
+    if not enabled:
+        return 0
+    from telemetry import trace_sql
+
+    engines = [provider.engine(name).sync_engine for name in (WRITER, *provider.replica_names)]
+    trace_sql(engines, tracer_provider)
+    return len(engines)
+
+
 async def _provider_lifecycle(
     provider: SqlAlchemyConnectionProvider, teardown_timeout_s: float, prober: RecoveryProber | None
 ) -> AsyncIterator[SqlAlchemyConnectionProvider]:
@@ -531,6 +551,11 @@ class KernelContainer(containers.DeclarativeContainer):
         connection_provider,
         settings.provided.database.teardown_timeout_s,
         recovery_prober,
+    )
+    # A Resource so that start_resources() wires it before the first statement; nothing to undo:
+    # the listeners go with the engines.
+    sql_spans = providers.Resource(
+        _sql_spans, settings.provided.telemetry.sql_spans, connection_provider, tracer_provider
     )
     metrics_lifecycle = providers.Resource(
         _metrics_lifecycle,

@@ -13,6 +13,23 @@ it (bytes and content type) for any handler, :meth:`Telemetry.asgi_app` is an AS
 event loop (the CLI demo's ``--metrics-port``). The exporter keeps its state in the process: run one
 worker per process (no multiprocess mode); OTLP export, where wanted, is another reader or span
 processor given here, not a change to the kernel.
+
+SQL spans (``telemetry.sql_spans``, :func:`trace_sql`) come from
+``opentelemetry-instrumentation-sqlalchemy``, attached to each engine of the connection provider
+by the container. Not ``SQLAlchemyInstrumentor().instrument()``: its release line declares
+``sqlalchemy < 2.1`` and does nothing on the 2.1 pinned here (a logged "nothing can be
+instrumented") unless told ``skip_dep_check=True``; it is a process-wide singleton, so a second
+container (another tracer provider, a test's) would get no spans; and it patches
+``create_engine`` and ``Engine.connect`` for every engine of the process (the migration
+provider's included) with a ``connect`` span per checkout. Its ``EngineTracer``, which that call
+makes for an ``engine=`` anyway, only adds SQLAlchemy event listeners (``before_cursor_execute``,
+``after_cursor_execute``, ``handle_error`` and the pool's checkout/checkin) to the engine it is
+given, and those events are unchanged in 2.1. Its connection-usage counter (the deprecated
+``db.client.connections.usage``) is given the API's no-op meter: the pool metrics of
+``adapters/opentelemetry`` are the authoritative ones. The asyncpg instrumentation is not
+enabled, and must not be: it wraps asyncpg's query methods (``Connection``, ``Cursor`` and
+``PreparedStatement``, through which SQLAlchemy's asyncpg dialect runs every statement), so each
+statement would show twice, a SQLAlchemy span with an asyncpg span inside it.
 """
 
 from __future__ import annotations
@@ -23,7 +40,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from dependency_injector import providers
+from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.instrumentation.sqlalchemy.version import __version__ as sql_instrumentation_version
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -31,7 +51,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from container import KernelContainer
 
-__all__ = ["Telemetry", "prometheus_telemetry", "use_telemetry"]
+__all__ = ["Telemetry", "prometheus_telemetry", "trace_sql", "use_telemetry"]
 
 SERVICE_NAME: Final = "alchemy-hex"
 _REQUEST_TIMEOUT_S: Final = 5.0
@@ -44,6 +64,8 @@ class Telemetry:
     meter_provider: MeterProvider
     tracer_provider: TracerProvider
     registry: CollectorRegistry
+    #: Whether the tracer provider was given span processors: without any, recording spans is waste.
+    exports_spans: bool = False
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric now, and its content type."""
@@ -100,9 +122,10 @@ def prometheus_telemetry(
     reader = PrometheusMetricReader(registry=registry)
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
     tracer_provider = TracerProvider(resource=resource)
-    for processor in span_processors:
+    processors = list(span_processors)
+    for processor in processors:
         tracer_provider.add_span_processor(processor)
-    return Telemetry(meter_provider, tracer_provider, registry)
+    return Telemetry(meter_provider, tracer_provider, registry, exports_spans=bool(processors))
 
 
 def use_telemetry(container: KernelContainer, telemetry: Telemetry, *, traces: bool = True) -> None:
@@ -114,3 +137,21 @@ def use_telemetry(container: KernelContainer, telemetry: Telemetry, *, traces: b
     container.meter_provider.override(providers.Object(telemetry.meter_provider))
     if traces:
         container.tracer_provider.override(providers.Object(telemetry.tracer_provider))
+
+
+def trace_sql(engines: Iterable[Any], tracer_provider: trace.TracerProvider) -> list[EngineTracer]:
+    """A ``CLIENT`` span per statement on each of ``engines`` (SQLAlchemy ``Engine``: an async engine's
+    ``sync_engine``), recorded by ``tracer_provider``; see the module's docstring for why this way.
+
+    The spans carry ``db.system``, ``db.name``, ``db.statement`` (the SQL with its ``$n``
+    placeholders, never the parameters), ``db.operation`` and the server's address, under the
+    older semantic-convention names unless ``OTEL_SEMCONV_STABILITY_OPT_IN=database`` asks for the
+    stable ones (``db.system.name``, ``db.query.text``...). The listeners live as long as the
+    engines do.
+    """
+    tracer = tracer_provider.get_tracer(
+        "opentelemetry.instrumentation.sqlalchemy", sql_instrumentation_version
+    )
+    unused = metrics.NoOpMeter("alchemy_hex.unused").create_up_down_counter("db.client.connections.usage")
+    # The instrumentation ships no type hints (no py.typed): its constructor is untyped.
+    return [EngineTracer(tracer, engine, unused) for engine in engines]  # type: ignore[no-untyped-call]

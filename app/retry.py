@@ -78,6 +78,14 @@ async def run_with_retries(
         error = state.outcome.exception() if state.outcome else None
         left = remaining_s()
         if left is not None and left < state.upcoming_sleep + MIN_ATTEMPT_S:
+            trace.get_current_span().add_event(
+                "retry.skipped",
+                {
+                    "attempt": state.attempt_number,
+                    "reason": "deadline",
+                    "remaining_ms": round(left * 1000, 3),
+                },
+            )
             log.info(
                 "retry.skipped",
                 operation=operation,

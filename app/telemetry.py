@@ -1,8 +1,9 @@
 """Spans and the duration histogram of every use-case call, through the OpenTelemetry API only.
 
 One ``INTERNAL`` span per call, named by the use case's ``operation``, and one child ``uow`` span
-per attempt (its target, intent and read route as attributes, a refusal by the circuit breaker
-as an event); retries are events on the call's span (see :mod:`app.retry`). The call's duration
+per attempt (its target, intent and read route as attributes, the caller's deadline as the budget
+left when the attempt started, a refusal by the circuit breaker or the rate limiter and a deadline
+that ran out as events); retries are events on the call's span (see :mod:`app.retry`). The call's duration
 goes to ``alchemy_hex.use_case.duration`` with its outcome. With no SDK installed the tracer and
 the histogram are the API's no-ops, and the spans are not even made current (there is nothing
 for a child to join), so a service that exports nothing pays a few calls per use case.
@@ -19,12 +20,15 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ports.connection_provider import Intent, Priority
-from ports.errors import CircuitOpenError, RateLimitExceededError
+from ports.deadline import DeadlineStage, remaining_s
+from ports.errors import CircuitOpenError, DeadlineExceededError, RateLimitExceededError
 
-__all__ = ["SCOPE", "UseCaseTelemetry", "default_telemetry"]
+__all__ = ["DEADLINE_REMAINING_MS", "SCOPE", "UseCaseTelemetry", "default_telemetry"]
 
 #: The instrumentation scope of every span and instrument of the kernel.
 SCOPE: Final = "alchemy_hex"
+#: The caller's budget left when an attempt started, in milliseconds (only under a deadline).
+DEADLINE_REMAINING_MS: Final = "alchemy_hex.deadline.remaining_ms"
 _DURATION_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -90,6 +94,15 @@ class _Traced:
             otel_context.detach(self._token)
 
 
+def _deadline_exceeded(span: Span, error: DeadlineExceededError) -> None:
+    attributes: dict[str, str | bool] = {"alchemy_hex.deadline.stage": error.stage}
+    if error.target is not None:
+        attributes["alchemy_hex.target"] = error.target
+    if error.server_unresponsive:
+        attributes["alchemy_hex.deadline.server_unresponsive"] = True
+    span.add_event("deadline.exceeded", attributes)
+
+
 class TracedCall(_Traced):
     """One use-case call: its span, and its duration recorded on exit with the outcome."""
 
@@ -120,11 +133,18 @@ class TracedCall(_Traced):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._telemetry.record(self._operation, time.perf_counter() - self._started, exc)
+        # Checked before any unit began: no ``uow`` span saw it, so it is told here.
+        if (
+            isinstance(exc, DeadlineExceededError)
+            and exc.stage == DeadlineStage.START
+            and self._span.is_recording()
+        ):
+            _deadline_exceeded(self._span, exc)
         self._finish(exc)
 
 
 class TracedUnit(_Traced):
-    """One attempt's ``uow`` span; a refusal by an open circuit is an event on it."""
+    """One attempt's ``uow`` span: the deadline's budget left at its start; refusals and expiry as events."""
 
     __slots__ = ("_intent", "_tracer")
 
@@ -136,6 +156,9 @@ class TracedUnit(_Traced):
         span = self._tracer.start_span("uow", kind=SpanKind.INTERNAL)
         if span.is_recording():
             span.set_attribute("alchemy_hex.intent", self._intent.value)
+            left = remaining_s()
+            if left is not None:
+                span.set_attribute(DEADLINE_REMAINING_MS, round(max(left, 0.0) * 1000, 3))
         return self._start(span)
 
     def __exit__(
@@ -148,6 +171,8 @@ class TracedUnit(_Traced):
             )
         elif isinstance(exc, RateLimitExceededError) and self._span.is_recording():
             self._span.add_event("rate_limited", {"retry_after_s": exc.retry_after_s})
+        elif isinstance(exc, DeadlineExceededError) and self._span.is_recording():
+            _deadline_exceeded(self._span, exc)
         self._finish(exc)
 
 

@@ -28,6 +28,7 @@ from http_api.lifecycle import Lifecycle
 from http_api.middleware import RequestContextMiddleware
 from http_api.problems import Problem, ProblemMapper, problem_response
 from http_api.state import ServiceState
+from http_api.tracing import TracingMiddleware
 from ports.errors import HexError
 from settings import Settings
 
@@ -66,7 +67,9 @@ def create_app(
 
     With ``telemetry`` (``telemetry.prometheus_telemetry()``, the ``telemetry`` extra), the
     container records its metrics to that SDK and ``GET /metrics`` serves the Prometheus
-    exposition, collected on the event loop that owns the state it reads.
+    exposition, collected on the event loop that owns the state it reads; when it was given span
+    processors, the request spans (:mod:`http_api.tracing`) and the use cases' go to its tracer
+    provider, else to the API's global one (a no-op until an SDK is installed).
     """
     options = settings.http
     lifecycle = lifecycle or Lifecycle()
@@ -78,7 +81,8 @@ def create_app(
         if telemetry is not None:
             from telemetry import use_telemetry
 
-            use_telemetry(container, telemetry, traces=False)  # no span exporter is configured here
+            # Spans are recorded only when they go somewhere: serve's telemetry has no span processor.
+            use_telemetry(container, telemetry, traces=telemetry.exports_spans)
         if scrubber is not None:
             # The container's helper names the adapter's class, which this package may not import;
             # the scrubber setup_logging() returned is one.
@@ -105,6 +109,9 @@ def create_app(
         version="0.1.0",
         description="The example ledger's use cases over HTTP; errors are RFC 9457 problem details.",
         lifespan=lifespan,
+        # The request's SERVER span is TracingMiddleware's: FastAPI's native one would be a second
+        # span for the same request as soon as a global tracer provider exists.
+        telemetry={"tracing": False},
     )
     app.include_router(ledger_router)
     if telemetry is not None:
@@ -119,6 +126,9 @@ def create_app(
     _add_probes(app, lifecycle)
     _add_error_handlers(app, mapper)
     app.add_middleware(RequestContextMiddleware, lifecycle=lifecycle, retry_after_s=options.retry_after_s)
+    # Outermost of ours (added last): the request id's log lines and the use cases run in its span.
+    spans = telemetry.tracer_provider if telemetry is not None and telemetry.exports_spans else None
+    app.add_middleware(TracingMiddleware, tracer_provider=spans)
     _document_problems(app)
     return app
 

@@ -22,6 +22,7 @@ from settings.logs import LoggingSettings
 from settings.policies import CircuitBreakerSettings, ConcurrencySettings, RateLimiterSettings, RetrySettings
 from settings.redis import RedisSettings, RedisUrl
 from settings.root import PRESETS, Environment, Settings, load_settings
+from settings.telemetry import TelemetrySettings
 
 __all__ = [
     "PRESETS",
@@ -40,6 +41,7 @@ __all__ = [
     "ReplicaSettings",
     "RetrySettings",
     "Settings",
+    "TelemetrySettings",
     "TlsSettings",
     "load_settings",
     "mask_dsn",

@@ -23,6 +23,7 @@ from settings.http import HttpSettings
 from settings.logs import LoggingSettings
 from settings.policies import CircuitBreakerSettings, ConcurrencySettings, RateLimiterSettings, RetrySettings
 from settings.redis import RedisSettings
+from settings.telemetry import TelemetrySettings
 
 Environment = Literal["dev", "test", "prod"]
 
@@ -92,6 +93,7 @@ class Settings(BaseSettings):
     migration: MigrationSettings = MigrationSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod
     def settings_customise_sources(

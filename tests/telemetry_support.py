@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,11 +45,16 @@ class Observed:
         return body.decode()
 
 
+def recording_telemetry() -> tuple[InMemorySpanExporter, Telemetry]:
+    """Fresh SDK providers whose spans end up in the returned in-memory exporter (shut them down after)."""
+    spans = InMemorySpanExporter()
+    return spans, prometheus_telemetry(span_processors=[SimpleSpanProcessor(spans)])
+
+
 @asynccontextmanager
 async def observed_container(settings: Settings) -> AsyncIterator[Observed]:
     """A container for ``settings`` recording to fresh SDK providers (never the global ones)."""
-    spans = InMemorySpanExporter()
-    telemetry = prometheus_telemetry(span_processors=[SimpleSpanProcessor(spans)])
+    spans, telemetry = recording_telemetry()
     container = create_container(settings)
     use_telemetry(container, telemetry)
     await start_resources(container)
@@ -57,6 +63,21 @@ async def observed_container(settings: Settings) -> AsyncIterator[Observed]:
     finally:
         await stop_resources(container)
         telemetry.shutdown()
+
+
+def tree(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    """The finished spans by the name of their parent (``""`` for a root), each list in start order."""
+    by_id = {span.context.span_id: span for span in spans}
+    children: dict[str, list[ReadableSpan]] = {}
+    for span in sorted(spans, key=lambda s: s.start_time or 0):
+        parent = by_id.get(span.parent.span_id) if span.parent is not None else None
+        children.setdefault("" if parent is None else parent.name, []).append(span)
+    return children
+
+
+def events(span: ReadableSpan) -> list[str]:
+    """The names of a span's events, in order."""
+    return [event.name for event in span.events]
 
 
 def sample_names(exposition: str) -> set[str]:

@@ -8,30 +8,17 @@ import json
 
 import pytest
 import structlog
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from adapters.structlog.logging import configure_logging
+from app.telemetry import DEADLINE_REMAINING_MS
 from ports.circuit_breaker import BreakerState
 from ports.connection_provider import WRITER, Intent
-from ports.errors import CircuitOpenError, DatabaseUnavailableError
+from ports.deadline import deadline_scope
+from ports.errors import CircuitOpenError, DatabaseUnavailableError, DeadlineExceededError
 from tests.chaos.load import wait_until
 from tests.support import make_settings
-from tests.telemetry_support import observed_container
-
-
-def tree(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
-    """The finished spans by the name of their parent (``""`` for a root), each list in start order."""
-    by_id = {span.context.span_id: span for span in spans}
-    children: dict[str, list[ReadableSpan]] = {}
-    for span in sorted(spans, key=lambda s: s.start_time or 0):
-        parent = by_id.get(span.parent.span_id) if span.parent is not None else None
-        children.setdefault("" if parent is None else parent.name, []).append(span)
-    return children
-
-
-def events(span: ReadableSpan) -> list[str]:
-    return [event.name for event in span.events]
+from tests.telemetry_support import events, observed_container, tree
 
 
 async def test_a_successful_call_is_one_span_with_one_unit_of_work_span(database_url: str) -> None:
@@ -130,3 +117,65 @@ async def test_a_call_refused_by_an_open_circuit_records_the_refusal(database_ur
     assert (rejected.attributes or {})["alchemy_hex.target"] == WRITER
     # Refused before any connection was taken: the span never learnt a target.
     assert "db.client.connection.pool.name" not in (unit.attributes or {})
+
+
+async def test_under_a_deadline_the_unit_of_work_span_carries_the_budget_left(database_url: str) -> None:
+    async with observed_container(make_settings(database_url)) as observed:
+        account = await observed.container.open_account()("dee")
+        observed.spans.clear()
+        with deadline_scope(5.0):
+            await observed.container.get_balance()(account)
+        unbounded = await observed.container.get_balance()(account)
+        spans = observed.spans.get_finished_spans()
+
+    assert unbounded == 0
+    bounded, free = tree(spans)["get_balance"]
+    left_ms = (bounded.attributes or {})[DEADLINE_REMAINING_MS]
+    assert isinstance(left_ms, float)
+    assert 0 < left_ms <= 5000
+    assert DEADLINE_REMAINING_MS not in (free.attributes or {})
+
+
+async def test_a_deadline_that_runs_out_in_the_admission_queue_is_an_event_naming_the_stage(
+    database_url: str,
+) -> None:
+    settings = make_settings(
+        database_url, database={"pool_size": 1, "max_overflow": 0, "acquire_timeout_s": 5.0}
+    )
+    async with observed_container(settings) as observed:
+        container, provider = observed.container, observed.container.connection_provider()
+        account = await container.open_account()("eli")
+        observed.spans.clear()
+        async with provider.connection(Intent.WRITE):  # the only connection: the call must queue
+            with deadline_scope(0.2), pytest.raises(DeadlineExceededError):
+                await container.get_balance()(account)
+        spans = observed.spans.get_finished_spans()
+
+    children = tree(spans)
+    [unit] = children["get_balance"]
+    assert unit.status.status_code is StatusCode.ERROR
+    left_ms = (unit.attributes or {})[DEADLINE_REMAINING_MS]
+    assert isinstance(left_ms, float)
+    assert 0 < left_ms <= 200
+    exceeded = next(event for event in unit.events if event.name == "deadline.exceeded")
+    assert dict(exceeded.attributes or {}) == {
+        "alchemy_hex.deadline.stage": "admission",
+        "alchemy_hex.target": WRITER,
+    }
+
+
+async def test_a_deadline_already_passed_is_an_event_on_the_call_and_no_unit_is_begun(
+    database_url: str,
+) -> None:
+    async with observed_container(make_settings(database_url)) as observed:
+        account = await observed.container.open_account()("fay")
+        observed.spans.clear()
+        with deadline_scope(0.0), pytest.raises(DeadlineExceededError):
+            await observed.container.get_balance()(account)
+        spans = observed.spans.get_finished_spans()
+
+    children = tree(spans)
+    [root] = children[""]
+    assert "get_balance" not in children
+    exceeded = next(event for event in root.events if event.name == "deadline.exceeded")
+    assert dict(exceeded.attributes or {}) == {"alchemy_hex.deadline.stage": "start"}
