@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -67,8 +68,31 @@ async def run_with_retries(
     Under a caller's deadline (:mod:`ports.deadline`), a retry whose backoff plus
     :data:`MIN_ATTEMPT_S` would not fit in the time left is not scheduled: the last error is
     raised at once (``retry.skipped``, reason ``deadline``), before any budget is spent.
+
+    The first attempt runs without tenacity (most calls succeed, and building its machinery costs
+    more than the attempt's own Python); only a failure safe to retry hands over to it, replayed
+    as the first attempt, so every limit, event and count is the same as if tenacity had run it.
     """
-    policy_stop = stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total_s)
+    budget.deposit()
+    started = time.monotonic()
+    try:
+        return await attempt()
+    except Exception as error:
+        if not is_safe_to_retry(error, idempotent=idempotent):
+            raise
+        first_error = error
+    replayed = False
+
+    async def replay_then_attempt() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first_error
+        return await attempt()
+
+    # The first attempt's time counts against the policy's total, as it would inside tenacity.
+    total_left_s = max(0.0, policy.max_total_s - (time.monotonic() - started))
+    policy_stop = stop_after_attempt(policy.max_attempts) | stop_after_delay(total_left_s)
 
     def stop(state: RetryCallState) -> bool:
         # Asked only once the error is known to be safe to retry, so a token is spent only on a
@@ -130,8 +154,7 @@ async def run_with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
-    budget.deposit()
     async for attempt_state in retrying:
         with attempt_state:
-            return await attempt()
+            return await replay_then_attempt()
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -111,7 +111,7 @@ def create_app(
         lifespan=lifespan,
         # The request's SERVER span is TracingMiddleware's: FastAPI's native one would be a second
         # span for the same request as soon as a global tracer provider exists.
-        telemetry={"tracing": False},
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(ledger_router)
     if telemetry is not None:
@@ -125,7 +125,12 @@ def create_app(
 
     _add_probes(app, lifecycle)
     _add_error_handlers(app, mapper)
-    app.add_middleware(RequestContextMiddleware, lifecycle=lifecycle, retry_after_s=options.retry_after_s)
+    app.add_middleware(
+        RequestContextMiddleware,
+        lifecycle=lifecycle,
+        retry_after_s=options.retry_after_s,
+        max_in_flight=options.max_in_flight,
+    )
     # Outermost of ours (added last): the request id's log lines and the use cases run in its span.
     spans = telemetry.tracer_provider if telemetry is not None and telemetry.exports_spans else None
     app.add_middleware(TracingMiddleware, tracer_provider=spans)

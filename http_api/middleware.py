@@ -10,6 +10,11 @@ which loses the context variables the log lines read, and costs a task per reque
 - **Draining**: once the lifecycle drains, every new request but the probes is refused with a
   503 problem, ``Retry-After`` and ``Connection: close``; responses of requests already running
   also get ``Connection: close``, so clients move to another instance.
+- **Overload** (``max_in_flight``, off by default): a request arriving while that many are
+  already running (probes aside, which are neither limited nor counted) is refused at once with
+  a 503 problem and ``Retry-After``, before its body is read or any use case runs. A server short
+  of CPU then spends it on the requests it can finish instead of queueing every one behind the
+  event loop until callers, pool waits and the breaker's slow-call clock all run out.
 - **Deadline**: a ``Request-Timeout`` (or ``X-Request-Timeout``) header gives the request's
   budget, in seconds (``2``, ``2.5``, ``2s``) or milliseconds (``250ms``); the request runs in a
   :func:`ports.deadline.deadline_scope` of it, so every stage below (rate limiter, admission,
@@ -74,12 +79,19 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
 class RequestContextMiddleware:
     """Request ids, refusals while draining, and the last word on unhandled errors."""
 
-    def __init__(self, app: ASGIApp, *, lifecycle: Lifecycle, retry_after_s: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, lifecycle: Lifecycle, retry_after_s: int, max_in_flight: int | None = None
+    ) -> None:
         self._app = app
         self._lifecycle = lifecycle
         self._draining = Problem(
             503, "shutting-down", "Shutting down", "this instance is shutting down; retry", retry_after_s
         )
+        self._overloaded = Problem(
+            503, "overloaded", "Overloaded", "too many requests in flight here; retry", retry_after_s
+        )
+        self._max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,12 +101,31 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode("ascii")
         lifecycle = self._lifecycle
-        if lifecycle.draining and scope["path"] not in PROBE_PATHS:
+        probe = scope["path"] in PROBE_PATHS
+        if lifecycle.draining and not probe:
             refusal = problem_response(
                 self._draining, request_id, close=True, headers={"x-request-id": request_id}
             )
             await refusal(scope, receive, send)
             return
+        limit = self._max_in_flight
+        if limit is not None and not probe:
+            if self.in_flight >= limit:
+                refusal = problem_response(self._overloaded, request_id, headers={"x-request-id": request_id})
+                await refusal(scope, receive, send)
+                return
+            self.in_flight += 1
+            try:
+                await self._serve(scope, receive, send, request_id, encoded)
+            finally:
+                self.in_flight -= 1
+            return
+        await self._serve(scope, receive, send, request_id, encoded)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, encoded: bytes
+    ) -> None:
+        lifecycle = self._lifecycle
         try:
             budget_s = timeout_from(scope["headers"])
         except ValueError:

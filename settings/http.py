@@ -17,6 +17,8 @@ class HttpSettings(SettingsGroup):
     ``shutdown_timeout_s`` to finish; the whole stop takes at most the sum of the two (keep it
     under the orchestrator's grace period, 30 s on Kubernetes). ``retry_after_s`` is the
     ``Retry-After`` of a 503 with no better estimate (draining, database unavailable, pool full).
+    With ``max_in_flight`` set, a request arriving while that many others run (probes aside) is
+    refused at once with 503 (problem type ``overloaded``) instead of queueing for CPU.
     """
 
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
@@ -24,6 +26,7 @@ class HttpSettings(SettingsGroup):
     drain_delay_s: float = Field(default=5.0, ge=0, le=300)
     shutdown_timeout_s: float = Field(default=20.0, ge=1, le=600)
     retry_after_s: int = Field(default=1, ge=1, le=3600)
+    max_in_flight: int | None = Field(default=None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _check_host(self) -> Self:

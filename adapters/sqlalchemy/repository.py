@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Executable
@@ -25,14 +25,20 @@ class SqlAlchemyRepository:
     ``transaction.target``), and run every statement through :meth:`_run` or :meth:`_guarded`, so
     a constraint violation surfaces as ``DataIntegrityError``, a write in a read unit as
     ``ReadOnlyViolationError``, a lost connection as ``DatabaseUnavailableError``, each naming the target.
+
+    A statement built once (at import, with ``bindparam()`` for what varies) and run with
+    ``parameters`` costs neither its construction nor its cache key on every call: SQLAlchemy
+    memoizes both on the statement object.
     """
 
     def __init__(self, connection: AsyncConnection, *, target: str) -> None:
         self._connection = connection
         self._target = target
 
-    async def _run(self, statement: Executable) -> Result[Any]:
-        return await self._guarded(self._connection.execute(statement))
+    async def _run(
+        self, statement: Executable, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+    ) -> Result[Any]:
+        return await self._guarded(self._connection.execute(statement, parameters))
 
     async def _guarded(self, call: Awaitable[T]) -> T:
         try:

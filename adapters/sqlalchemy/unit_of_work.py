@@ -122,7 +122,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
     Under a caller's deadline (:mod:`ports.deadline`) every stage is bounded by the time left: the
     rate limiter's wait, the admission wait and the connect (see the provider's ``Lease``), each
     statement (``SET LOCAL statement_timeout`` to the time left, sent only when that is shorter
-    than the configured timeout; a statement due after the deadline is not sent), and, as a
+    than the configured timeout by more than ``deadline_grace_s``; a statement due after the
+    deadline is not sent), and, as a
     backstop, a request still unanswered ``deadline_grace_s`` after the deadline is cut on the
     client (the connection is discarded, never returned mid-request). A deadline that passes
     before ``COMMIT`` rolls the unit back (``DeadlineExceededError`` at stage ``commit``, nothing
@@ -251,7 +252,9 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         self._backstop = loop.call_later(
             left + self._deadline_grace_s, self._cut, raw.driver_connection, target
         )
-        if left < self._provider.statement_timeout_s:
+        # The configured timeout is kept when it ends a statement within the grace anyway (a caller
+        # whose budget matches it, as behind a load balancer, pays no extra round trip per unit).
+        if left + self._deadline_grace_s < self._provider.statement_timeout_s:
             try:
                 await _limit_statements(raw.dbapi_connection, max(1, int(left * 1000)))
             except Exception as exc:  # below SQLAlchemy: the adapter's and asyncpg's own errors

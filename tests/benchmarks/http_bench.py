@@ -52,14 +52,23 @@ REQUEST_TIMEOUT_S: Final = 10.0
 WRITE_SHARE: Final = 0.3
 ACCOUNTS: Final = 200
 FREEZE_S: Final = 4.0
+#: Every request says how long its caller waits (``Request-Timeout``, as a load balancer with a 2 s
+#: route timeout would): alchemy-hex bounds every stage by it; the plain server ignores it.
+CALLER_BUDGET_S: Final = 2.0
 #: alchemy-hex's settings in the run: the deadlines a service behind a load balancer should have
 #: (a connection within 0.5 s, a statement within 2 s, so a silent database ends a call after
-#: 2 + 1 s; the circuit tries again after 1 s). The plain server has no such knobs.
+#: 2 + 1 s, and the caller's 2 s budget ends it sooner; a call still unanswered after 0.5 s, a
+#: hundred times this ledger's usual, counts as slow while it runs, so a frozen database opens
+#: the circuit; which tries again after 1 s); at most 64 requests in flight (twice the capacity
+#: phase's clients), beyond which a request is refused before it costs any CPU beyond its parsing.
+#: The plain server has no such knobs.
 OURS_ENV: Final = {
     "HEX_DATABASE__ACQUIRE_TIMEOUT_S": "0.5",
     "HEX_DATABASE__STATEMENT_TIMEOUT_S": "2",
     "HEX_DATABASE__CONNECT_TIMEOUT_S": "1",
+    "HEX_CIRCUIT_BREAKER__SLOW_CALL_DURATION_S": "0.5",
     "HEX_CIRCUIT_BREAKER__RECOVERY_TIME_S": "1",
+    "HEX_HTTP__MAX_IN_FLIGHT": "64",
 }
 
 
@@ -80,7 +89,10 @@ class HttpClient:
         keep = False
         try:
             payload = b"" if body is None else json.dumps(body).encode()
-            head = f"{method} {path} HTTP/1.1\r\nhost: {LOOPBACK}\r\ncontent-length: {len(payload)}\r\n"
+            head = (
+                f"{method} {path} HTTP/1.1\r\nhost: {LOOPBACK}\r\ncontent-length: {len(payload)}\r\n"
+                f"request-timeout: {CALLER_BUDGET_S:g}\r\n"
+            )
             if body is not None:
                 head += "content-type: application/json\r\n"
             if key is not None:
@@ -480,7 +492,12 @@ def main() -> None:
         plain_argv = [sys.executable, "-m", "tests.benchmarks.plain_http_server", "--port", str(plain_port)]
         with (
             start_server(
-                "alchemy-hex", ours_argv, dsns["alchemy-hex"], ours_port, log_dir / "bench-http-ours.log"
+                "alchemy-hex",
+                ours_argv,
+                dsns["alchemy-hex"],
+                ours_port,
+                log_dir / "bench-http-ours.log",
+                extra=OURS_ENV,
             ) as ours,
             start_server(
                 "plain", plain_argv, dsns["plain"], plain_port, log_dir / "bench-http-plain.log"

@@ -107,6 +107,9 @@ def _expected_in_wheel() -> set[str]:
         for path in (ROOT / package).rglob("*"):
             if path.suffix in (".py", ".typed") and "__pycache__" not in path.parts:
                 expected.add(path.relative_to(ROOT).as_posix())
+    # Data shipped beside its package: the Grafana dashboard of the OpenTelemetry adapter.
+    for path in (ROOT / "adapters" / "opentelemetry" / "dashboards").glob("*.json"):
+        expected.add(path.relative_to(ROOT).as_posix())
     scripts = ROOT / "alembic"
     for path in scripts.rglob("*"):
         if path.suffix in (".py", ".mako") and "__pycache__" not in path.parts:

@@ -17,7 +17,7 @@ from adapters.postgres.fault_proxy import FaultProxy
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.ledger.repositories import ledger_repositories
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions, TimeoutOptions
-from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from adapters.sqlalchemy.unit_of_work import DEADLINE_GRACE_S, SqlAlchemyUnitOfWork
 from ports.connection_provider import Intent
 from ports.deadline import deadline_scope
 from ports.errors import DeadlineExceededError
@@ -101,12 +101,16 @@ async def test_the_server_side_timeout_is_sent_only_when_the_deadline_is_the_sho
     with deadline_scope(60.0):
         async with _unit(provider) as uow:
             long = (await uow.connection.execute(text("SHOW statement_timeout"))).scalar_one()
+    # A budget as long as the configured timeout (give or take the grace): that timeout serves.
+    with deadline_scope(30.0 - DEADLINE_GRACE_S / 2):
+        async with _unit(provider) as uow:
+            matching = (await uow.connection.execute(text("SHOW statement_timeout"))).scalar_one()
     async with _unit(provider) as uow:
         none = (await uow.connection.execute(text("SHOW statement_timeout"))).scalar_one()
 
     assert short.endswith("ms")
     assert 4000 < int(short.removesuffix("ms")) <= 5000
-    assert long == none == "30s"  # SET LOCAL ended with its transaction; the pool's own value
+    assert long == matching == none == "30s"  # SET LOCAL ended with its transaction; the pool's own value
 
 
 async def test_an_expired_deadline_costs_no_checkout_and_no_round_trip(

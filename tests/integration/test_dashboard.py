@@ -1,4 +1,4 @@
-"""The Grafana dashboard in dashboards/: every query names metrics (and labels) the service exports."""
+"""The Grafana dashboard shipped with the OpenTelemetry adapter: its queries name exported metrics."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from tests.chaos.load import wait_until
 from tests.support import make_settings
 from tests.telemetry_support import EXERCISED, exercise, observed_container
 
-DASHBOARD: Final = Path(__file__).resolve().parents[2] / "dashboards" / "alchemy-hex.json"
+DASHBOARD: Final = (
+    Path(__file__).resolve().parents[2] / "adapters" / "opentelemetry" / "dashboards" / "alchemy-hex.json"
+)
 # A metric selector: a name followed by its label matchers; ``by (...)`` / ``label_values(m, l)``.
 _SELECTOR: Final = re.compile(r"\b([a-z_][a-z0-9_]*)\s*\{")
 _GROUPING: Final = re.compile(r"\bby\s*\(([^)]*)\)")

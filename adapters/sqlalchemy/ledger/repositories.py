@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from adapters.sqlalchemy.ledger.tables import accounts, entries, transfers
@@ -14,36 +14,53 @@ from adapters.sqlalchemy.unit_of_work import Transaction
 from domain.ledger import Account, AccountId, Entry, EntryKind, Transfer, TransferId
 from ports.ledger import AccountRepository, LedgerRepositories, TransferRepository
 
+# Built once: each call only binds its values (see SqlAlchemyRepository).
+_ACCOUNT_COLUMNS = (accounts.c.id, accounts.c.owner, accounts.c.balance)
+_ADD_ACCOUNT = accounts.insert()
+_GET_ACCOUNT = select(*_ACCOUNT_COLUMNS).where(accounts.c.id == bindparam("account_id"))
+# Locking in id order is what keeps two opposite transfers from deadlocking.
+_LOCK_ACCOUNTS = (
+    select(*_ACCOUNT_COLUMNS)
+    .where(accounts.c.id.in_(bindparam("account_ids", expanding=True)))
+    .order_by(accounts.c.id)
+    .with_for_update()
+)
+_SAVE_BALANCE = (
+    accounts.update().where(accounts.c.id == bindparam("account_id")).values(balance=bindparam("new_balance"))
+)
+_TOTAL_BALANCE = select(func.coalesce(func.sum(accounts.c.balance), 0))
+# ON CONFLICT DO NOTHING waits for a concurrent holder of the key to finish, so a duplicate
+# request arriving mid-flight sees the winner's committed row afterwards.
+_CLAIM_TRANSFER = (
+    insert(transfers)
+    .on_conflict_do_nothing(index_elements=[transfers.c.idempotency_key])
+    .returning(transfers.c.id)
+)
+_TRANSFER_BY_KEY = select(transfers).where(transfers.c.idempotency_key == bindparam("key"))
+_ADD_ENTRIES = entries.insert()
+_TOTAL_ENTRIES = select(func.coalesce(func.sum(entries.c.amount), 0))
+
 
 class SqlAlchemyAccountRepository(SqlAlchemyRepository, AccountRepository):
     """Accounts in the ``accounts`` table; locking is ``SELECT ... ORDER BY id FOR UPDATE``."""
 
     async def add(self, account: Account) -> None:
-        await self._run(accounts.insert().values(id=account.id, owner=account.owner, balance=account.balance))
+        await self._run(_ADD_ACCOUNT, {"id": account.id, "owner": account.owner, "balance": account.balance})
 
     async def get(self, account_id: AccountId) -> Account | None:
-        result = await self._run(
-            select(accounts.c.id, accounts.c.owner, accounts.c.balance).where(accounts.c.id == account_id)
-        )
+        result = await self._run(_GET_ACCOUNT, {"account_id": account_id})
         row = result.one_or_none()
         return None if row is None else Account(AccountId(row.id), row.owner, row.balance)
 
     async def lock(self, account_ids: Sequence[AccountId]) -> dict[AccountId, Account]:
-        # Locking in id order is what keeps two opposite transfers from deadlocking.
-        statement = (
-            select(accounts.c.id, accounts.c.owner, accounts.c.balance)
-            .where(accounts.c.id.in_(sorted(set(account_ids))))
-            .order_by(accounts.c.id)
-            .with_for_update()
-        )
-        rows = (await self._run(statement)).all()
+        rows = (await self._run(_LOCK_ACCOUNTS, {"account_ids": sorted(set(account_ids))})).all()
         return {AccountId(r.id): Account(AccountId(r.id), r.owner, r.balance) for r in rows}
 
     async def save_balance(self, account: Account) -> None:
-        await self._run(accounts.update().where(accounts.c.id == account.id).values(balance=account.balance))
+        await self._run(_SAVE_BALANCE, {"account_id": account.id, "new_balance": account.balance})
 
     async def total_balance(self) -> int:
-        result = await self._run(select(func.coalesce(func.sum(accounts.c.balance), 0)))
+        result = await self._run(_TOTAL_BALANCE)
         return int(result.scalar_one())
 
 
@@ -51,26 +68,19 @@ class SqlAlchemyTransferRepository(SqlAlchemyRepository, TransferRepository):
     """Transfers keyed by a unique idempotency key, and the append-only ``entries`` table."""
 
     async def claim(self, transfer: Transfer) -> Transfer | None:
-        # ON CONFLICT DO NOTHING waits for a concurrent holder of the key to finish, so a
-        # duplicate request arriving mid-flight sees the winner's committed row afterwards.
-        statement = (
-            insert(transfers)
-            .values(
-                id=transfer.id,
-                idempotency_key=transfer.idempotency_key,
-                source_id=transfer.source,
-                destination_id=transfer.destination,
-                amount=transfer.amount,
-            )
-            .on_conflict_do_nothing(index_elements=[transfers.c.idempotency_key])
-            .returning(transfers.c.id)
+        claimed = await self._run(
+            _CLAIM_TRANSFER,
+            {
+                "id": transfer.id,
+                "idempotency_key": transfer.idempotency_key,
+                "source_id": transfer.source,
+                "destination_id": transfer.destination,
+                "amount": transfer.amount,
+            },
         )
-        if (await self._run(statement)).first() is not None:
+        if claimed.first() is not None:
             return None
-        existing = await self._run(
-            select(transfers).where(transfers.c.idempotency_key == transfer.idempotency_key)
-        )
-        row = existing.one()
+        row = (await self._run(_TRANSFER_BY_KEY, {"key": transfer.idempotency_key})).one()
         return Transfer(
             TransferId(row.id),
             row.idempotency_key,
@@ -89,7 +99,7 @@ class SqlAlchemyTransferRepository(SqlAlchemyRepository, TransferRepository):
             }
             for e in transfer.entries()
         ]
-        await self._guarded(self._connection.execute(entries.insert(), rows))
+        await self._run(_ADD_ENTRIES, rows)
 
     async def entries_for(self, account_id: AccountId, *, limit: int) -> list[Entry]:
         statement = (
@@ -113,7 +123,7 @@ class SqlAlchemyTransferRepository(SqlAlchemyRepository, TransferRepository):
         ]
 
     async def entries_total(self) -> int:
-        result = await self._run(select(func.coalesce(func.sum(entries.c.amount), 0)))
+        result = await self._run(_TOTAL_ENTRIES)
         return int(result.scalar_one())
 
 
