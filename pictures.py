@@ -1,8 +1,9 @@
 """Pictures of a run (the ``pictures`` extra, matplotlib, headless): a fault timeline, a benchmark chart.
 
 Demo and test tooling: ``make chaos`` draws one timeline per scenario, ``make bench`` a chart of
-its comparisons, ``alchemy-hex demo --faults`` the timeline of its scripted faults. Matplotlib is
-imported when a picture is drawn, with the Agg backend, so no display is ever needed and a
+its comparisons, one of the spike test's connections over time and one of the saturating
+database's limits and goodput, ``alchemy-hex demo --faults`` the timeline of its scripted faults.
+Matplotlib is imported when a picture is drawn, with the Agg backend, so no display is ever needed and a
 service without the extra never loads it.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["Timeline", "available", "bench_chart", "timeline_chart"]
+__all__ = ["Timeline", "available", "bench_chart", "saturation_chart", "spike_chart", "timeline_chart"]
 
 #: The width of one point of the timeline, in seconds.
 BUCKET_S: Final = 0.25
@@ -90,11 +91,7 @@ def timeline_chart(path: Path, title: str, timeline: Timeline) -> Path:
         axes.grid(alpha=0.3)
     marks = "fault shaded red" + (", recovery dashed blue" if timeline.recovered_at is not None else "")
     throughput.set_title(f"{title}  ({marks})")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return path
+    return _save(figure, plt, path)
 
 
 def _p99(durations: list[float]) -> float:
@@ -129,6 +126,79 @@ def bench_chart(
     compared.set_xlim(0.5, 1.3)
     compared.set_title("ratios (geometric mean)")
     compared.legend(loc="lower right", fontsize="small")
+    return _save(figure, plt, path)
+
+
+def spike_chart(path: Path, series: Mapping[str, Sequence[tuple[float, int, int, int]]]) -> Path:
+    """Connections held and connects under way over the spike, one line per pool.
+
+    ``series`` maps a pool's name to its samples ``(ms since the burst, held, waiting, connecting)``.
+    """
+    plt = _pyplot()
+    figure, (held, connecting) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for name, samples in series.items():
+        at = [s[0] for s in samples]
+        held.step(at, [s[1] for s in samples], where="post", label=name)
+        connecting.step(at, [s[3] for s in samples], where="post", label=name)
+    held.set_ylabel("connections held")
+    held.set_title("50 requests at once, connect 150 ms, query 2 ms, max 50, min idle 5")
+    held.legend()
+    held.grid(alpha=0.3)
+    connecting.set_ylabel("connects under way")
+    connecting.set_xlabel("ms since the burst")
+    connecting.grid(alpha=0.3)
+    return _save(figure, plt, path)
+
+
+def saturation_chart(
+    path: Path,
+    limits: Mapping[str, Sequence[tuple[float, int]]],
+    goodput: Mapping[str, Mapping[str, float]],
+    phases: Sequence[tuple[str, float]],
+    phase_s: float,
+) -> Path:
+    """The adaptive limits over time (phases shaded), and goodput per phase and limit.
+
+    ``limits`` maps a limit's name to ``(seconds, limit)`` samples; ``goodput`` maps it to its
+    share of capacity per phase; ``phases`` are ``(name, offered share of capacity)`` in order.
+    """
+    plt = _pyplot()
+    figure, (over_time, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (name, share) in enumerate(phases):
+        if share > 1:
+            over_time.axvspan(i * phase_s, (i + 1) * phase_s, color="tab:red", alpha=0.12)
+        over_time.text(
+            (i + 0.5) * phase_s,
+            0.98,
+            f"{name} ({share:.0%})",
+            ha="center",
+            va="top",
+            transform=over_time.get_xaxis_transform(),
+            fontsize="small",
+        )
+    for name, samples in limits.items():
+        over_time.step([s[0] for s in samples], [s[1] for s in samples], where="post", label=name)
+    over_time.set_xlabel("s")
+    over_time.set_ylabel("concurrency limit")
+    over_time.set_title("limit over time (2x overload shaded)")
+    over_time.legend()
+    over_time.grid(alpha=0.3)
+    names = list(goodput)
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        values = [goodput[name].get(phase, 0.0) for phase, _ in phases]
+        bars.bar([i + j * width for i in range(len(phases))], values, width, label=name)
+    bars.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(phases))])
+    bars.set_xticklabels([phase for phase, _ in phases])
+    bars.axhline(0.85, color="tab:red", linestyle="--", linewidth=0.8, label="0.85 goal at 2x")
+    bars.set_ylabel("goodput, share of capacity")
+    bars.set_title("goodput per phase")
+    bars.legend(fontsize="small")
+    bars.grid(axis="y", alpha=0.3)
+    return _save(figure, plt, path)
+
+
+def _save(figure: Any, plt: Any, path: Path) -> Path:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80)

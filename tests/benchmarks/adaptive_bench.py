@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+import pictures
 from adapters.memory.concurrency_limit import AimdConcurrencyLimit, GradientConcurrencyLimit
 from adapters.memory.rate_limiter import SlidingWindowRateLimiter, TokenBucketRateLimiter
 from adapters.postgres.cluster import PostgresCluster, find_binaries
@@ -229,6 +230,19 @@ def main() -> None:
     existing["adaptive_concurrency"] = results
     existing["adaptive_saturating"] = saturating
     _print_saturating(saturating)
+    if pictures.available():
+        names = ("fixed_low", "fixed_high", "aimd", "gradient")
+        chart = pictures.saturation_chart(
+            Path("saturation-chart.png"),
+            {name: saturating[name]["limit_over_time"] for name in ("aimd", "gradient")},
+            {
+                n: {p: saturating[n][p]["goodput_share_of_capacity"] for p in saturating["phases"]}
+                for n in names
+            },
+            list(saturating["phases"].items()),
+            saturating["phase_s"],
+        )
+        print(f"chart drawn in {chart}")
     Path("bench-results.json").write_text(json.dumps(existing, indent=2))
 
 

@@ -33,6 +33,7 @@ import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+import pictures
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
@@ -116,13 +117,15 @@ def sqlalchemy_pool(dsn: str, *, max_overflow: int = MAXIMUM - MIN_IDLE) -> Pool
     return Pool(engine.connect, counts, lambda: opened[0], engine.dispose)
 
 
-async def _sampled(pool: Pool, work: Awaitable[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
-    samples: list[tuple[int, int, int]] = []
+async def _sampled(pool: Pool, work: Awaitable[Any]) -> tuple[Any, list[tuple[float, int, int, int]]]:
+    """``work``'s result and samples ``(ms since it began, held, waiting, connecting)`` every ``SAMPLE_S``."""
+    samples: list[tuple[float, int, int, int]] = []
     done = asyncio.Event()
+    began = time.perf_counter()
 
     async def sample() -> None:
         while not done.is_set():
-            samples.append(pool.counts())
+            samples.append((round((time.perf_counter() - began) * 1e3, 2), *pool.counts()))
             await asyncio.sleep(SAMPLE_S)
 
     sampler = asyncio.create_task(sample())
@@ -168,11 +171,11 @@ async def spike(pool: Pool) -> dict[str, Any]:
         "p99_ms": statistics.quantiles(latencies, n=100)[98] * 1e3,
         "opened_during_spike": pool.opened() - before,
         "connections_ever_opened": pool.opened(),
-        "peak_connections": max(s[0] for s in samples),
-        "peak_waiting": max(s[1] for s in samples),
-        "peak_connects_in_flight": max(s[2] for s in samples),
+        "peak_connections": max(s[1] for s in samples),
+        "peak_waiting": max(s[2] for s in samples),
+        "peak_connects_in_flight": max(s[3] for s in samples),
         "connections_after": held_after,
-        "samples": len(samples),
+        "samples": samples,
     }
 
 
@@ -204,11 +207,11 @@ async def sustained(pool: Pool) -> dict[str, Any]:
         "ops_per_s": throughput,
         "mean_held_ms": statistics.fmean(held) * 1e3,
         "littles_law_connections": throughput * statistics.fmean(held),
-        "connections_at_end": samples[-1][0],
-        "mean_connections_second_half": statistics.fmean(s[0] for s in tail),
-        "peak_connections": max(s[0] for s in samples),
+        "connections_at_end": samples[-1][1],
+        "mean_connections_second_half": statistics.fmean(s[1] for s in tail),
+        "peak_connections": max(s[1] for s in samples),
         "connections_ever_opened": pool.opened(),
-        "peak_connects_in_flight": max(s[2] for s in samples),
+        "peak_connects_in_flight": max(s[3] for s in samples),
     }
 
 
@@ -252,6 +255,9 @@ def main() -> None:
         "think_ms": THINK_S * 1e3,
     }
     _print(results)
+    if pictures.available():
+        series = {name: results[name]["spike"]["samples"] for name in ("alchemy_hex", "sqlalchemy")}
+        print(f"chart drawn in {pictures.spike_chart(Path('spike-chart.png'), series)}")
     path = Path(os.environ.get("BENCH_RESULTS", "bench-results.json"))
     existing = json.loads(path.read_text()) if path.exists() else {}
     existing["spike"] = results
