@@ -45,6 +45,7 @@ class TargetStats:
     size: int
     in_use: int
     idle: int
+    #: Open connections beyond the configured ``pool_size`` (opened on demand, trimmed when idle).
     overflow: int
     waiting: int
     connect_failures: int

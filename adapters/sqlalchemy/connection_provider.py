@@ -244,6 +244,7 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
             connects=connects,
             grower=grower,
             observer=observer,
+            core_size=pool_options.pool_size,
         )
         instrument(target, self._options, self._clock)
         return target

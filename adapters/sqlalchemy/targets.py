@@ -105,6 +105,8 @@ class Target:
     unresponsive: int = 0
     #: Told every wait, use, connect and statement duration (see :mod:`.pool_observer`).
     observer: PoolObserver = NULL_POOL_OBSERVER
+    #: The configured ``pool_size``: connections beyond it are the stats' ``overflow``.
+    core_size: int = 0
 
 
 def target_stats(t: Target) -> TargetStats:
@@ -113,13 +115,16 @@ def target_stats(t: Target) -> TargetStats:
     counters = t.gate.counters
     # The queue pool counts a connect under way as checked out: the grower's are not (yet).
     checked_out = max(pool.checkedout() - t.grower.connecting, 0)
+    size = pool.checkedin() + checked_out
     return TargetStats(
         name=t.name,
         role=t.role,
-        size=pool.checkedin() + checked_out,
+        size=size,
         in_use=checked_out,
         idle=pool.checkedin(),
-        overflow=max(pool.overflow(), 0),
+        # The engine's queue pool is sized at the maximum (the grower decides what is open), so its
+        # own overflow is always 0: what SQLAlchemy users read as overflow is what exceeds pool_size.
+        overflow=max(size - t.core_size, 0),
         waiting=t.gate.waiting,
         connecting=t.grower.connecting,
         connect_failures=t.connect_failures,

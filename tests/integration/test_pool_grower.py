@@ -124,6 +124,8 @@ async def test_connects_under_way_never_exceed_the_configured_number(
     await asyncio.gather(*holders)
 
     assert (target.opened, target.grower.connecting_peak) == (10, 3)
+    stats = provider.stats().targets[0]
+    assert (stats.size, stats.overflow) == (10, 9)  # nine beyond pool_size=1
 
 
 async def test_an_empty_pool_that_cannot_connect_fails_its_waiters_at_once_and_backs_off(
