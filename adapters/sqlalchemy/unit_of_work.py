@@ -91,6 +91,14 @@ def _not_open() -> HexError:
     return HexError("the unit of work is not open; use it as 'async with uow:'")
 
 
+class _FlushFailed(Exception):
+    """A flush before COMMIT failed (carries the driver's error): nothing was applied."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _NotReplayed(Exception):
     """The chosen replica had not replayed the causal token within the wait."""
 
@@ -332,14 +340,19 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
             )
             if wait_for is not None:
                 await self._wait_for(connection, target, wait_for)
-            options: dict[str, object] = {
-                "postgresql_readonly": self._intent.read_only,
-                UNIT_OPTION: self._session,
-            }
+            options: dict[str, object] = {UNIT_OPTION: self._session}
+            # A write unit needs no read-only flag: SQLAlchemy resets a read unit's at checkin.
+            if self._intent.read_only:
+                options["postgresql_readonly"] = True
             if self._isolation_level != "READ COMMITTED":
                 options["isolation_level"] = self._isolation_level
-            await connection.execution_options(**options)
-            await connection.begin()
+            # On the sync connection, not through two greenlet round trips: with the asyncpg dialect
+            # neither sends anything (the options are applied at the transaction's lazy BEGIN); if
+            # one ever did, SQLAlchemy would raise MissingGreenlet rather than block.
+            sync = connection.sync_connection
+            assert sync is not None  # a started AsyncConnection
+            sync.execution_options(**options)
+            sync.begin()
             await self._bound_by_deadline(connection, target)
         except BaseException as error:
             self._disarm()
@@ -370,18 +383,30 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         # COMMIT must not be abandoned half-way by a cancellation: run it to its end, so the
         # connection is left in a known state and the outcome is settled one way or the other.
         # A read unit has nothing to keep: ROLLBACK also undoes any session setting it changed.
-        end = connection.rollback if self._intent.read_only else connection.commit
+        read_only = self._intent.read_only
+        session = self._transaction.opened_session if self._transaction is not None else None
+        if session is not None and (session.new or session.dirty or session.deleted):
+            sync_session = session.sync_session
+
+            # ORM changes still pending are flushed first, or they would be lost: in the same
+            # greenlet as COMMIT (one trip through it, not two), and so run to its end with it.
+            def flush_then_end(sync: Any) -> None:
+                try:
+                    sync_session.flush()
+                except (sa_exc.DBAPIError, OSError) as exc:
+                    raise _FlushFailed(exc) from exc
+                self._check_not_aborted()
+                (sync.rollback if read_only else sync.commit)()
+
+            ending = connection.run_sync(flush_then_end)
+        else:
+            self._check_not_aborted()
+            ending = connection.rollback() if read_only else connection.commit()
         try:
-            await self._flush()
-        except (sa_exc.DBAPIError, OSError) as exc:
-            raise translate(exc, target=self._target) from exc  # before COMMIT: nothing was applied
-        if self._session.failed:
-            raise TransactionAbortedError(
-                f"a statement of this unit of work failed on {self._target!r}, so PostgreSQL aborted its "
-                "transaction and nothing was committed"
-            )
-        try:
-            await run_to_completion(end())
+            await run_to_completion(ending)
+        except _FlushFailed as failed:
+            # Before COMMIT: nothing was applied.
+            raise translate(failed.error, target=self._target) from failed.error
         except (sa_exc.DBAPIError, OSError) as exc:
             error = translate(exc, target=self._target)
             lost = isinstance(error, DeadlineExceededError) and error.server_unresponsive
@@ -394,11 +419,12 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         if self._issue_token:
             await self._read_token(connection)
 
-    async def _flush(self) -> None:
-        # ORM changes still pending in the session are sent before COMMIT, or they would be lost.
-        session = self._transaction.opened_session if self._transaction is not None else None
-        if session is not None and (session.new or session.dirty or session.deleted):
-            await session.flush()
+    def _check_not_aborted(self) -> None:
+        if self._session.failed:
+            raise TransactionAbortedError(
+                f"a statement of this unit of work failed on {self._target!r}, so PostgreSQL aborted its "
+                "transaction and nothing was committed"
+            )
 
     async def _read_token(self, connection: AsyncConnection) -> None:
         # Any position the writer reports after COMMIT returned covers the commit record. If the
@@ -431,7 +457,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         try:
             if session is not None:
                 # Releases the session's hold on the connection; the transaction is the unit's to end.
-                await run_to_completion(session.close())
+                # Not shielded: a session joined "rollback_only" to a connection it did not open
+                # neither commits, rolls back nor closes anything on close, so this never waits on
+                # the network and no cancellation can land inside it (a task per unit saved).
+                await session.close()
             if not self._committed and connection.in_transaction():
                 # Finished before the connection is released below, even when cancelled.
                 await run_to_completion(connection.rollback())

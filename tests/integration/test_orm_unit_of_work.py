@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from container import Container, create_container, start_resources, stop_resources
 from ports.connection_provider import Intent
-from ports.errors import ReadOnlyViolationError
+from ports.errors import DataIntegrityError, ReadOnlyViolationError
 from tests.orm_model import Author, OrmRepositories, Post, metadata, orm_repositories, posts
 from tests.support import fetch_value, make_settings
 
@@ -87,6 +87,30 @@ async def test_a_write_through_the_orm_in_a_read_unit_fails_as_a_read_only_viola
     with pytest.raises(ReadOnlyViolationError):
         await write_in_read_unit()
     assert await _count(database_url, "orm_authors") == 0
+    assert container.connection_provider().checked_out == 0
+
+
+async def test_a_flush_that_fails_at_commit_is_a_contract_error_and_applies_nothing(
+    container: Container, database_url: str
+) -> None:
+    first = Author("ursula")
+    first.id = 7
+    async with orm_unit(container) as uow:
+        uow.repos.add(first)
+        await uow.commit()
+    again = Author("le guin")
+    again.id = 7  # the same primary key: the INSERT of the flush before COMMIT fails
+
+    async def clash() -> None:
+        async with orm_unit(container) as uow:
+            uow.repos.add(again)
+            uow.repos.add(Author("another, flushed in the same failed transaction"))
+            await uow.commit()
+
+    with pytest.raises(DataIntegrityError):
+        await clash()
+
+    assert await _count(database_url, "orm_authors") == 1
     assert container.connection_provider().checked_out == 0
 
 
