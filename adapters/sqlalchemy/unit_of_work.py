@@ -385,11 +385,12 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
         # A read unit has nothing to keep: ROLLBACK also undoes any session setting it changed.
         read_only = self._intent.read_only
         session = self._transaction.opened_session if self._transaction is not None else None
-        if session is not None and (session.new or session.dirty or session.deleted):
+        if session is not None:
             sync_session = session.sync_session
 
             # ORM changes still pending are flushed first, or they would be lost: in the same
             # greenlet as COMMIT (one trip through it, not two), and so run to its end with it.
+            # (A clean session's flush returns at once; asking it from here costs more.)
             def flush_then_end(sync: Any) -> None:
                 try:
                     sync_session.flush()
