@@ -99,40 +99,31 @@ class RequestContextMiddleware:
             return
         request_id = request_id_from(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
-        encoded = request_id.encode("ascii")
-        lifecycle = self._lifecycle
         probe = scope["path"] in PROBE_PATHS
-        if lifecycle.draining and not probe:
-            refusal = problem_response(
-                self._draining, request_id, close=True, headers={"x-request-id": request_id}
-            )
-            await refusal(scope, receive, send)
+        if self._lifecycle.draining and not probe:
+            await _refuse(self._draining, request_id, scope, receive, send, close=True)
             return
         limit = self._max_in_flight
         if limit is not None and not probe:
             if self.in_flight >= limit:
-                refusal = problem_response(self._overloaded, request_id, headers={"x-request-id": request_id})
-                await refusal(scope, receive, send)
+                await _refuse(self._overloaded, request_id, scope, receive, send)
                 return
             self.in_flight += 1
             try:
-                await self._serve(scope, receive, send, request_id, encoded)
+                await self._serve(scope, receive, send, request_id)
             finally:
                 self.in_flight -= 1
             return
-        await self._serve(scope, receive, send, request_id, encoded)
+        await self._serve(scope, receive, send, request_id)
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, encoded: bytes
-    ) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         lifecycle = self._lifecycle
         try:
             budget_s = timeout_from(scope["headers"])
         except ValueError:
-            await problem_response(BAD_TIMEOUT, request_id, headers={"x-request-id": request_id})(
-                scope, receive, send
-            )
+            await _refuse(BAD_TIMEOUT, request_id, scope, receive, send)
             return
+        encoded = request_id.encode("ascii")
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -154,3 +145,11 @@ class RequestContextMiddleware:
                 if started:
                     raise
                 await problem_response(INTERNAL_ERROR, request_id)(scope, receive, send_with_id)
+
+
+async def _refuse(
+    problem: Problem, request_id: str, scope: Scope, receive: Receive, send: Send, *, close: bool = False
+) -> None:
+    """Answer ``problem`` before the app sees the request, the request id included."""
+    response = problem_response(problem, request_id, close=close, headers={"x-request-id": request_id})
+    await response(scope, receive, send)
