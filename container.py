@@ -281,10 +281,10 @@ def build_recovery_prober(
         return None
     # Probing slower than the recovery time is pointless: the breaker half-opens by itself then.
     max_interval_s = min(group.probe_max_interval_s, group.recovery_time_s)
-    targets = (WRITER, *provider.replica_names)
+    connect = provider.probe_connector
     return RecoveryProber(
         breaker=breaker,
-        connectors={name: provider.probe_connector(name, timeout_s=connect_timeout_s) for name in targets},
+        connectors={name: connect(name, timeout_s=connect_timeout_s) for name in provider.target_names},
         on_recovered=provider.discard_idle,
         interval_s=min(group.probe_interval_s, max_interval_s),
         max_interval_s=max_interval_s,
@@ -319,9 +319,8 @@ async def _metrics_lifecycle(
         limits=(options.capacity, options.pool_size, idle_min),
         queued=provider.queued_by_priority,
     )
-    targets = (WRITER, *provider.replica_names)
     stop_policies = observe_policies(
-        meter, PolicySources(targets, circuit_breaker, rate_limiter, retry_budget, metrics)
+        meter, PolicySources(provider.target_names, circuit_breaker, rate_limiter, retry_budget, metrics)
     )
     yield
     stop_pools()
@@ -343,7 +342,7 @@ def _sql_spans(
         return 0
     from telemetry import trace_sql
 
-    engines = [provider.engine(name).sync_engine for name in (WRITER, *provider.replica_names)]
+    engines = [provider.engine(name).sync_engine for name in provider.target_names]
     trace_sql(engines, tracer_provider)
     return len(engines)
 

@@ -286,6 +286,11 @@ class SqlAlchemyConnectionProvider(ConnectionProvider[AsyncConnection]):
         return discarded
 
     @property
+    def target_names(self) -> tuple[str, ...]:
+        """Every target's name, the writer first, then ``replica-1``, ``replica-2``..."""
+        return tuple(self._targets)
+
+    @property
     def replica_names(self) -> tuple[str, ...]:
         return tuple(name for name, t in self._targets.items() if t.role == "replica")
 
