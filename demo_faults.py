@@ -292,10 +292,7 @@ async def _stored_once(dsn: str, keys: Sequence[str]) -> int:
 
 
 def _p99_ms(durations: list[float]) -> str:
-    if not durations:
-        return "-"
-    ordered = sorted(durations)
-    return f"{ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000:.0f} ms"
+    return f"{pictures.p99(durations) * 1000:.0f} ms" if durations else "-"
 
 
 def print_faults(faults: dict[str, Any]) -> None:

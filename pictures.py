@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["Timeline", "available", "bench_chart", "saturation_chart", "spike_chart", "timeline_chart"]
+__all__ = ["Timeline", "available", "bench_chart", "p99", "saturation_chart", "spike_chart", "timeline_chart"]
 
 #: The width of one point of the timeline, in seconds.
 BUCKET_S: Final = 0.25
@@ -75,7 +75,7 @@ def timeline_chart(path: Path, title: str, timeline: Timeline) -> Path:
     failures.set_ylabel("failed calls/s")
     if failed:
         failures.legend(loc="upper right", fontsize="small")
-    latency.plot(xs, [_p99(d) * 1000 for d in durations], color="tab:purple")
+    latency.plot(xs, [p99(d) * 1000 for d in durations], color="tab:purple")
     latency.set_ylabel("p99 latency (ms)")
     latency.set_ylim(bottom=0)
     latency.ticklabel_format(axis="y", useOffset=False)
@@ -94,7 +94,8 @@ def timeline_chart(path: Path, title: str, timeline: Timeline) -> Path:
     return _save(figure, plt, path)
 
 
-def _p99(durations: list[float]) -> float:
+def p99(durations: Sequence[float]) -> float:
+    """The 99th percentile (nearest rank) of ``durations``; NaN for none. Plain Python, no matplotlib."""
     if not durations:
         return math.nan
     ordered = sorted(durations)
