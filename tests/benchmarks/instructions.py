@@ -7,12 +7,19 @@ one more operation in this process (the server's work is not counted: it runs el
 wall-clock ratios of ``make bench`` swing by 15 % on a shared 2-core machine; these do not.
 ``--ops d_hex_provider,e_hex_unit_of_work`` picks some. Prints a table and the ratios, and merges
 ``instructions`` into ``bench-results.json``.
+
+Besides the default operations, what telemetry costs the unit of work, on request (``--ops``):
+``e_api`` is (e) with its provider observed through the OpenTelemetry API and no SDK, ``e_sdk``
+the same with the SDK's meter provider (histograms aggregated); ``u_use_case`` is a use case around
+(e) on the API's global no-op providers, ``u_use_case_sdk`` with spans and histograms recorded
+by the SDK (no exporter).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import re
 import shutil
@@ -22,7 +29,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import text
 
@@ -35,6 +42,8 @@ OPS: Final = (
     "f_sqlalchemy_orm_session",
     "g_hex_orm_unit_of_work",
 )
+#: Counted only when asked for: what the telemetry adds (see above).
+TELEMETRY_OPS: Final = ("e_api", "e_sdk", "u_use_case", "u_use_case_sdk")
 RATIOS: Final = {
     "provider_vs_sqlalchemy": ("d_hex_provider", "b_sqlalchemy_connect"),
     "uow_vs_session": ("e_hex_unit_of_work", "c_sqlalchemy_session"),
@@ -59,12 +68,14 @@ async def _run_op(dsn: str, name: str, count: int) -> None:
     from ports.connection_provider import Intent
     from tests.orm_model import Author, orm_repositories
 
+    meter_provider, tracer_provider = _telemetry_providers(name)
     engine = create_async_engine(asyncpg_url(dsn), pool_size=2, max_overflow=0)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     provider = SqlAlchemyConnectionProvider(
         writer_url=dsn,
         pool=PoolOptions(pool_size=2, max_overflow=0),
         monitor=MonitorOptions(stats_log_interval_s=None),
+        **_observed(name, meter_provider),
     )
     limiter, breaker, strategy = (
         TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6),
@@ -121,7 +132,13 @@ async def _run_op(dsn: str, name: str, count: int) -> None:
         "e_hex_unit_of_work": e_hex_unit_of_work,
         "f_sqlalchemy_orm_session": f_sqlalchemy_orm_session,
         "g_hex_orm_unit_of_work": g_hex_orm_unit_of_work,
+        "e_api": e_hex_unit_of_work,
+        "e_sdk": e_hex_unit_of_work,
     }
+    if name.startswith("u_"):
+        ledger_unit = functools.partial(unit, ledger_repositories)
+        use_case = _select_one_use_case(lambda **_: ledger_unit(), meter_provider, tracer_provider)
+        ops[name] = use_case.__call__
     op = ops[name]
     try:
         for _ in range(3):  # both pools' connections opened before the counted part
@@ -131,6 +148,57 @@ async def _run_op(dsn: str, name: str, count: int) -> None:
     finally:
         await provider.aclose()
         await engine.dispose()
+
+
+def _telemetry_providers(name: str) -> tuple[Any, Any]:
+    """The SDK's meter and tracer providers for the ``_sdk`` operations, else ``(None, None)``."""
+    if not name.endswith("_sdk"):
+        return None, None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return MeterProvider(), TracerProvider()
+
+
+def _observed(name: str, meter_provider: Any) -> dict[str, Any]:
+    """The provider's ``observe`` argument for the operations whose pool is observed."""
+    if name not in ("e_api", "e_sdk"):
+        return {}
+    from opentelemetry import metrics
+
+    from adapters.opentelemetry import OtelPoolObservers
+
+    return {"observe": OtelPoolObservers((meter_provider or metrics.get_meter_provider()).get_meter("x"))}
+
+
+def _select_one_use_case(uow_factory: Callable[..., Any], meter_provider: Any, tracer_provider: Any) -> Any:
+    """A use case running ``SELECT 1`` in a unit of work, its telemetry the SDK's when given."""
+    from app.metrics import Metrics
+    from app.retry import RetryPolicy
+    from app.retry_budget import UnlimitedRetryBudget
+    from app.telemetry import UseCaseTelemetry
+    from app.use_case import UseCase
+    from ports.unit_of_work import UnitOfWork
+
+    class SelectOne(UseCase[Any]):
+        operation = "select_one"
+
+        async def __call__(self) -> None:
+            async def body(uow: UnitOfWork[Any]) -> None:
+                await uow.connection.execute(SELECT_1)  # type: ignore[attr-defined]  # the SQLAlchemy unit
+
+            await self.run(body)
+
+    extra: dict[str, Any] = {}
+    if tracer_provider is not None:
+        extra["telemetry"] = UseCaseTelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return SelectOne(
+        uow_factory=uow_factory,
+        retry_policy=RetryPolicy(wait=False),
+        retry_budget=UnlimitedRetryBudget(),
+        metrics=Metrics(),
+        **extra,
+    )
 
 
 async def _seed(dsn: str) -> None:
@@ -198,9 +266,10 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian package valgrind)")
     chosen = [op for op in args.ops.split(",") if op]
-    unknown = sorted(set(chosen) - set(OPS))
+    known = (*OPS, *TELEMETRY_OPS)
+    unknown = sorted(set(chosen) - set(known))
     if unknown:
-        raise SystemExit(f"unknown operations: {', '.join(unknown)} (known: {', '.join(OPS)})")
+        raise SystemExit(f"unknown operations: {', '.join(unknown)} (known: {', '.join(known)})")
     per_op: dict[str, int] = {}
     with _server() as dsn, tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_seed(dsn))
