@@ -66,12 +66,7 @@ class Load:
 
         Stuck workers are cancelled, so that a hung call fails the scenario instead of hanging it.
         """
-        self._stop.set()
-        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        return len(pending)
+        return await stop_workers(self._stop, self._tasks, timeout_s)
 
     async def _worker(self, index: int) -> None:
         rng = random.Random(self.seed * 1000 + index)
@@ -147,3 +142,16 @@ async def wait_until(condition: Callable[[], bool], *, timeout_s: float, interva
             return False
         await asyncio.sleep(interval_s)
     return True
+
+
+async def stop_workers(stop: asyncio.Event, tasks: list[asyncio.Task[None]], timeout_s: float) -> int:
+    """Set ``stop``, let each task finish its call, cancel those still running after ``timeout_s``.
+
+    Returns how many had to be cancelled (a hung call then fails its test instead of hanging it).
+    """
+    stop.set()
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return len(pending)

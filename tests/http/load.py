@@ -20,6 +20,7 @@ import httpx
 
 from ports.errors import CommitOutcomeUnknownError
 from tests.chaos.ledger import AckLedger, Request
+from tests.chaos.load import stop_workers
 
 INITIAL_BALANCE: Final = 1_000_000
 #: A real client pauses after a refusal; it also keeps a worker refused in microseconds from
@@ -69,12 +70,7 @@ class HttpLoad:
 
     async def stop(self, timeout_s: float = 30.0) -> int:
         """Let each worker finish its call; returns how many had to be cancelled after ``timeout_s``."""
-        self._stop.set()
-        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        return len(pending)
+        return await stop_workers(self._stop, self._tasks, timeout_s)
 
     def histogram(self) -> dict[str, int]:
         return dict(sorted(self.statuses.items()))
