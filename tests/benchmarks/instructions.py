@@ -26,12 +26,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
-
-from sqlalchemy import text
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 OPS: Final = (
@@ -50,104 +48,32 @@ RATIOS: Final = {
     "orm_uow_vs_session": ("g_hex_orm_unit_of_work", "f_sqlalchemy_orm_session"),
 }
 SMALL, LARGE = 100, 600
-SELECT_1: Final = text("SELECT 1")
+#: The ORM operations cycle over the first 100 of the seeded authors.
+ORM_KEYS: Final = 100
 
 
 async def _run_op(dsn: str, name: str, count: int) -> None:
     """The child's work: ``count`` times the operation ``name``, sequentially."""
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-
-    from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
-    from adapters.memory.rate_limiter import TokenBucketRateLimiter
-    from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
-    from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
     from adapters.sqlalchemy.ledger.repositories import ledger_repositories
-    from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
-    from adapters.sqlalchemy.targets import asyncpg_url
-    from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
-    from ports.connection_provider import Intent
-    from tests.orm_model import Author, orm_repositories
+    from tests.benchmarks.operations import operations
 
     meter_provider, tracer_provider = _telemetry_providers(name)
-    engine = create_async_engine(asyncpg_url(dsn), pool_size=2, max_overflow=0)
-    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-    provider = SqlAlchemyConnectionProvider(
-        writer_url=dsn,
-        pool=PoolOptions(pool_size=2, max_overflow=0),
-        monitor=MonitorOptions(stats_log_interval_s=None),
-        **_observed(name, meter_provider),
-    )
-    limiter, breaker, strategy = (
-        TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6),
-        InMemoryCircuitBreaker(),
-        RoundRobinReplicaStrategy(),
-    )
-    keys = iter(range(10**9))
-
-    def unit(repositories: Callable[..., object]) -> SqlAlchemyUnitOfWork[object]:
-        return SqlAlchemyUnitOfWork(
-            provider=provider,
-            repositories=repositories,
-            rate_limiter=limiter,
-            circuit_breaker=breaker,
-            replica_strategy=strategy,
-        )
-
-    async def b_sqlalchemy_connect() -> None:
-        async with engine.connect() as connection:
-            await connection.execute(SELECT_1)
-
-    async def c_sqlalchemy_session() -> None:
-        async with sessions() as session, session.begin():
-            await session.execute(SELECT_1)
-
-    async def d_hex_provider() -> None:
-        await limiter.acquire()
-        with breaker.guard("writer"):
-            async with provider.connection(Intent.WRITE) as connection:
-                await connection.execute(SELECT_1)
-
-    async def e_hex_unit_of_work() -> None:
-        async with unit(ledger_repositories) as uow:
-            await uow.connection.execute(SELECT_1)
-            await uow.commit()
-
-    async def f_sqlalchemy_orm_session() -> None:
-        async with sessions() as session, session.begin():
-            author = await session.get(Author, next(keys) % 100 + 1)
-            assert author is not None
-            author.visits += 1
-
-    async def g_hex_orm_unit_of_work() -> None:
-        async with unit(orm_repositories) as uow:
-            author = await uow.repos.get(next(keys) % 100 + 1)  # type: ignore[attr-defined]
-            assert author is not None
-            author.visits += 1
-            await uow.commit()
-
-    ops: dict[str, Callable[[], Awaitable[None]]] = {
-        "b_sqlalchemy_connect": b_sqlalchemy_connect,
-        "c_sqlalchemy_session": c_sqlalchemy_session,
-        "d_hex_provider": d_hex_provider,
-        "e_hex_unit_of_work": e_hex_unit_of_work,
-        "f_sqlalchemy_orm_session": f_sqlalchemy_orm_session,
-        "g_hex_orm_unit_of_work": g_hex_orm_unit_of_work,
-        "e_api": e_hex_unit_of_work,
-        "e_sdk": e_hex_unit_of_work,
-    }
-    if name.startswith("u_"):
-        ledger_unit = functools.partial(unit, ledger_repositories)
-        use_case = _select_one_use_case(lambda **_: ledger_unit(), meter_provider, tracer_provider)
-        ops[name] = use_case.__call__
-    op = ops[name]
+    compared = operations(dsn, pool_size=2, orm_rows=ORM_KEYS, **_observed(name, meter_provider))
+    ops = compared.compared()
+    if name in ("e_api", "e_sdk"):
+        op = ops["e_hex_unit_of_work"]
+    elif name.startswith("u_"):
+        ledger_unit = functools.partial(compared.unit, ledger_repositories)
+        op = _select_one_use_case(lambda **_: ledger_unit(), meter_provider, tracer_provider).__call__
+    else:
+        op = ops[name]
     try:
         for _ in range(3):  # both pools' connections opened before the counted part
             await op()
         for _ in range(count):
             await op()
     finally:
-        await provider.aclose()
-        await engine.dispose()
+        await compared.aclose()
 
 
 def _telemetry_providers(name: str) -> tuple[Any, Any]:
@@ -179,6 +105,7 @@ def _select_one_use_case(uow_factory: Callable[..., Any], meter_provider: Any, t
     from app.telemetry import UseCaseTelemetry
     from app.use_case import UseCase
     from ports.unit_of_work import UnitOfWork
+    from tests.benchmarks.operations import SELECT_1
 
     class SelectOne(UseCase[Any]):
         operation = "select_one"
@@ -205,11 +132,11 @@ async def _seed(dsn: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from adapters.sqlalchemy.targets import asyncpg_url
-    from tests.benchmarks.provider_bench import _seed_orm_rows
+    from tests.benchmarks.operations import seed_orm_rows
 
     engine = create_async_engine(asyncpg_url(dsn))
     try:
-        await _seed_orm_rows(engine)  # the same rows as make bench
+        await seed_orm_rows(engine)  # the same rows as make bench
     finally:
         await engine.dispose()
 

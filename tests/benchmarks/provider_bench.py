@@ -18,38 +18,27 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 import pictures
-from adapters.memory.circuit_breaker import InMemoryCircuitBreaker
-from adapters.memory.rate_limiter import TokenBucketRateLimiter
-from adapters.memory.replica_strategy import RoundRobinReplicaStrategy
 from adapters.postgres.cluster import PostgresCluster, find_binaries
 from adapters.redis import RedisGcraRateLimiter, RedisOptions, create_guarded_redis
-from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider, asyncpg_url
-from adapters.sqlalchemy.ledger.repositories import ledger_repositories
+from adapters.sqlalchemy.connection_provider import SqlAlchemyConnectionProvider
 from adapters.sqlalchemy.provider_options import MonitorOptions, PoolOptions
-from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork, Transaction
 from ports.connection_provider import Intent
 from ports.rate_limiter import RateLimiter
-from tests.orm_model import Author, authors, metadata, orm_repositories
+from tests.benchmarks.operations import ORM_ROWS, Op, operations, seed_orm_rows
 from tests.redis_support import RedisServer
 
 POOL_SIZE = 10
 LEVELS = (1, 10, 50)
 SECONDS = float(os.environ.get("BENCH_SECONDS", "1.0"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-ORM_ROWS = 1000
-SELECT_1 = text("SELECT 1")
-Op = Callable[[], Awaitable[None]]
-R = TypeVar("R")
 
 
 async def measure(op: Op, concurrency: int, seconds: float) -> dict[str, float]:
@@ -84,84 +73,21 @@ def rss_kib() -> int:
 
 async def run(dsn: str, redis_url: str) -> dict[str, Any]:
     raw_pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
-    engine = create_async_engine(asyncpg_url(dsn), pool_size=POOL_SIZE, max_overflow=0)
-    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-    provider = SqlAlchemyConnectionProvider(
-        writer_url=dsn,
-        pool=PoolOptions(pool_size=POOL_SIZE, max_overflow=0),
-        monitor=MonitorOptions(stats_log_interval_s=None),
-    )
-    limiter = TokenBucketRateLimiter(rate_per_s=1e9, burst=1e6)
-    breaker = InMemoryCircuitBreaker()
-    strategy = RoundRobinReplicaStrategy()
+    compared = operations(dsn, pool_size=POOL_SIZE, orm_rows=ORM_ROWS)
+    limiter = compared.limiter
     # The production defaults: a 20 ms call deadline, no retries; a budget no call exhausts.
     redis = create_guarded_redis(RedisOptions(url=redis_url))
     redis_limiter = RedisGcraRateLimiter(redis=redis, rate_per_s=1e9, burst=1e6, key_prefix="bench:")
-
-    await _seed_orm_rows(engine)
-    # Both ORM configurations walk the same keys in the same order.
-    keys = {"f": iter(range(10**9)), "g": iter(range(10**9))}
-
-    async def sqlalchemy_orm() -> None:
-        async with sessions() as session, session.begin():
-            author = await session.get(Author, next(keys["f"]) % ORM_ROWS + 1)
-            assert author is not None
-            author.visits += 1
-
-    def unit(repositories: Callable[[Transaction], R], rate_limiter: RateLimiter) -> SqlAlchemyUnitOfWork[R]:
-        return SqlAlchemyUnitOfWork(
-            provider=provider,
-            repositories=repositories,
-            rate_limiter=rate_limiter,
-            circuit_breaker=breaker,
-            replica_strategy=strategy,
-        )
-
-    async def hex_orm_unit_of_work() -> None:
-        async with unit(orm_repositories, limiter) as uow:
-            author = await uow.repos.get(next(keys["g"]) % ORM_ROWS + 1)
-            assert author is not None
-            author.visits += 1
-            await uow.commit()
+    await seed_orm_rows(compared.engine, ORM_ROWS)
 
     async def raw() -> None:
         async with raw_pool.acquire() as connection:
             await connection.fetchval("SELECT 1")
 
-    async def sqlalchemy_connect() -> None:
-        async with engine.connect() as connection:
-            await connection.execute(SELECT_1)
-
-    async def sqlalchemy_session() -> None:
-        async with sessions() as session, session.begin():
-            await session.execute(SELECT_1)
-
-    async def hex_provider() -> None:
-        await limiter.acquire()
-        with breaker.guard("writer"):
-            async with provider.connection(Intent.WRITE) as connection:
-                await connection.execute(SELECT_1)
-
-    async def unit_of_work_with(rate_limiter: RateLimiter) -> None:
-        async with unit(ledger_repositories, rate_limiter) as uow:
-            await uow.connection.execute(SELECT_1)
-            await uow.commit()
-
-    async def hex_unit_of_work() -> None:
-        await unit_of_work_with(limiter)
-
-    async def hex_unit_of_work_redis_limiter() -> None:
-        await unit_of_work_with(redis_limiter)
-
     ops: dict[str, Op] = {
         "a_raw_asyncpg_pool": raw,
-        "b_sqlalchemy_connect": sqlalchemy_connect,
-        "c_sqlalchemy_session": sqlalchemy_session,
-        "d_hex_provider": hex_provider,
-        "e_hex_unit_of_work": hex_unit_of_work,
-        "f_sqlalchemy_orm_session": sqlalchemy_orm,
-        "g_hex_orm_unit_of_work": hex_orm_unit_of_work,
-        "h_hex_unit_of_work_redis_limiter": hex_unit_of_work_redis_limiter,
+        **compared.compared(),
+        "h_hex_unit_of_work_redis_limiter": compared.unit_of_work(redis_limiter),
     }
     results: dict[str, Any] = {
         "seconds_per_run": SECONDS,
@@ -198,16 +124,8 @@ async def run(dsn: str, redis_url: str) -> dict[str, Any]:
     results["memory"] = await memory_growth(overflowing)
     await overflowing.aclose()
     await raw_pool.close()
-    await engine.dispose()
-    await provider.aclose()
+    await compared.aclose()
     return results
-
-
-async def _seed_orm_rows(engine: Any) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.drop_all)
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(authors.insert(), [{"name": f"author-{i}"} for i in range(ORM_ROWS)])
 
 
 def _decision_counts(limiter: RedisGcraRateLimiter, since: dict[str, int]) -> dict[str, int]:
