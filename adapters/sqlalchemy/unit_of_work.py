@@ -131,9 +131,9 @@ class SqlAlchemyUnitOfWork(UnitOfWork[R], Generic[R]):
     rate limiter's wait, the admission wait and the connect (see the provider's ``Lease``), each
     statement (``SET LOCAL statement_timeout`` to the time left, sent only when that is shorter
     than the configured timeout by more than ``deadline_grace_s``; a statement due after the
-    deadline is not sent), and, as a
-    backstop, a request still unanswered ``deadline_grace_s`` after the deadline is cut on the
-    client (the connection is discarded, never returned mid-request). A deadline that passes
+    deadline is not sent), and, as a backstop, a request still unanswered ``deadline_grace_s``
+    after the deadline is cut on the client (the connection is discarded, never returned
+    mid-request). A deadline that passes
     before ``COMMIT`` rolls the unit back (``DeadlineExceededError`` at stage ``commit``, nothing
     applied). Without a deadline none of this costs anything.
     """
